@@ -1,0 +1,323 @@
+//! The command line: `serve`, `check`, `resolve`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+use crate::config::{self, Config};
+use crate::policy::{Decision, MessageFacts, SetReason};
+use crate::relay::rejection_reply;
+use crate::server::Server;
+use crate::upstream::{UpstreamTarget, UpstreamTls};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sesrelay",
+    version,
+    about = "An SMTP relay that enforces Amazon SES configuration sets"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file
+    #[arg(long, value_name = "PATH", env = "SESRELAY_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay (logs on stderr)
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log line format
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate the configuration and print the identity table as the relay applies it
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Dry run of the policy: which configuration set a message from ADDR gets, or the
+    /// SMTP reply it is rejected with (exit 0 accepted, 1 rejected, 2 bad config or usage)
+    Resolve {
+        /// The From address (also taken as the envelope sender)
+        #[arg(long, value_name = "ADDR")]
+        from: String,
+        /// The X-SES-CONFIGURATION-SET header's value
+        #[arg(long, value_name = "NAME")]
+        configuration_set: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config, log_format } => serve(&config.config, log_format),
+        Command::Check { config } => check(&config.config),
+        Command::Resolve {
+            from,
+            configuration_set,
+            config,
+        } => resolve(&config.config, &from, configuration_set),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(path: &Path, log_format: LogFormat) -> ExitCode {
+    init_logging(log_format);
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sesrelay: the configuration is not valid, so the relay did not start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sesrelay: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("sesrelay: cannot start: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received: finishing the messages in flight");
+            let _ = stop.send(true);
+        });
+        server.run(stopped).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", check_report(&config));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sesrelay: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What `sesrelay check` prints for a valid configuration.
+pub fn check_report(config: &Config) -> String {
+    let mut out = String::new();
+    let policy = &config.policy;
+    let _ = writeln!(out, "{}: valid", config.path.display());
+    let _ = writeln!(
+        out,
+        "upstream: {}",
+        describe_upstream(&config.upstream.target)
+    );
+    let _ = writeln!(
+        out,
+        "policy: require_verified_sender = {}, inherit_domain_default = {}, region {}",
+        policy.require_verified_sender, policy.inherit_domain_default, policy.region
+    );
+
+    let _ = writeln!(
+        out,
+        "configuration sets ({}):",
+        policy.configuration_sets.len()
+    );
+    for (name, set) in &policy.configuration_sets {
+        let state = if set.sending_enabled {
+            "sending enabled"
+        } else {
+            "sending paused"
+        };
+        let tags: Vec<String> = set.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(out, "  {name}  {state}");
+        if !tags.is_empty() {
+            let _ = write!(out, "  tags: {}", tags.join(", "));
+        }
+        out.push('\n');
+    }
+
+    let _ = writeln!(out, "identities ({}):", policy.identities.len());
+    let width = policy
+        .identities
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max("IDENTITY".len());
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:7}  {:10}  DEFAULT SET",
+        "IDENTITY", "TYPE", "STATUS"
+    );
+    for (name, identity) in policy.identities.iter() {
+        let kind = if name.contains('@') {
+            "address"
+        } else {
+            "domain"
+        };
+        let status = if identity.verified {
+            "verified"
+        } else {
+            "unverified"
+        };
+        let default = match &identity.default_configuration_set {
+            None => "-".to_owned(),
+            Some(set) if !policy.configuration_sets.contains_key(set) => {
+                format!("{set} (does not exist)")
+            }
+            Some(set) if !identity.verified => format!("{set} (not applied: unverified)"),
+            Some(set) => set.clone(),
+        };
+        let _ = writeln!(out, "  {name:width$}  {kind:7}  {status:10}  {default}");
+    }
+    for warning in config.warnings() {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+fn describe_upstream(target: &UpstreamTarget) -> String {
+    match target {
+        UpstreamTarget::Dir(path) => format!("dir:{} (one .eml file per message)", path.display()),
+        UpstreamTarget::Smtp { host, port, tls } => {
+            let how = match tls {
+                UpstreamTls::None => "smtp, no TLS",
+                UpstreamTls::Opportunistic => "smtp, STARTTLS when offered",
+                UpstreamTls::Required => "smtp, STARTTLS required",
+                UpstreamTls::Wrapper => "smtps, implicit TLS",
+            };
+            format!("{host}:{port} ({how})")
+        }
+    }
+}
+
+fn resolve(path: &Path, from: &str, configuration_set: Option<String>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sesrelay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let looks_like_address = from.rsplit_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && !d.is_empty() && !from.contains(char::is_whitespace)
+    });
+    if !looks_like_address {
+        eprintln!("sesrelay: --from needs an email address such as joe@example.com, not {from:?}");
+        return ExitCode::from(2);
+    }
+    let facts = MessageFacts {
+        envelope_sender: Some(from.to_owned()),
+        from: Some(vec![from.to_owned()]),
+        sender: Vec::new(),
+        configuration_set: configuration_set.map(|s| s.trim().to_owned()),
+        tags: None,
+    };
+    let (text, code) = resolve_report(&config, &facts);
+    print!("{text}");
+    code
+}
+
+/// What `sesrelay resolve` prints, and its exit code.
+pub fn resolve_report(config: &Config, facts: &MessageFacts) -> (String, ExitCode) {
+    match config.policy.resolve(facts) {
+        Decision::Reject(rejection) => (
+            format!("{}\n", rejection_reply(&rejection)),
+            ExitCode::from(1),
+        ),
+        Decision::Accept(acceptance) => {
+            let mut out = String::new();
+            let why = match &acceptance.reason {
+                SetReason::Header => "named by --configuration-set".to_owned(),
+                SetReason::Default { identity } => {
+                    format!("default of the verified identity {identity}")
+                }
+                SetReason::NoDefault {
+                    identity: Some(identity),
+                } => {
+                    format!("the verified identity {identity} has no default")
+                }
+                SetReason::NoDefault { identity: None } => {
+                    "no verified identity covers the sender".to_owned()
+                }
+            };
+            match &acceptance.configuration_set {
+                Some(set) => {
+                    let _ = writeln!(out, "accepted: configuration set {set} ({why})");
+                    let _ = writeln!(out, "X-SES-CONFIGURATION-SET: {set}");
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "accepted: no configuration set ({why}); forwarded untagged"
+                    );
+                }
+            }
+            if !acceptance.tags.is_empty() {
+                let tags: Vec<String> = acceptance
+                    .tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let _ = writeln!(out, "X-SES-MESSAGE-TAGS: {}", tags.join(", "));
+            }
+            (out, ExitCode::SUCCESS)
+        }
+    }
+}

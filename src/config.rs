@@ -1,0 +1,785 @@
+//! The configuration file: TOML → a validated [`Config`].
+//!
+//! Parsing happens in two steps. serde reads the file into `Raw*` structs whose values keep
+//! their byte spans (`toml::Spanned`); unknown keys and wrong types are caught there. Then
+//! each value is checked and turned into its runtime type. Every error names the file, the
+//! line and column, and the dotted key (`server.max_recipients`), so an operator never has
+//! to guess where a problem is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::policy::{
+    ConfigurationSet, Identity, IdentityTable, Policy, is_valid_configuration_set_name,
+    validate_tag,
+};
+use crate::upstream::{UpstreamSettings, UpstreamTarget, UpstreamTls};
+
+/// Default path when neither `--config` nor `$SESRELAY_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "config/sesrelay.toml";
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}{sep}{message}", sep = if key.is_empty() { "" } else { ": " })]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        /// The dotted key the error is about (empty for a TOML syntax error).
+        key: String,
+        message: String,
+    },
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub hostname: String,
+    pub listen: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    pub region: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub trusted_networks: Vec<IpNet>,
+}
+
+/// A validated configuration: one immutable snapshot of everything the relay applies.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub policy: Policy,
+    pub upstream: UpstreamSettings,
+    /// `[upstream] strip_ses_headers`: remove every `X-SES-*` header instead of setting them.
+    pub strip_ses_headers: bool,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text`; `path` is used in error messages and kept in the result.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let source = Source { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        source.build(raw)
+    }
+
+    /// One line per identity whose default names a set that does not exist (a deleted set).
+    pub fn warnings(&self) -> Vec<String> {
+        self.policy
+            .deleted_set_defaults()
+            .map(|(identity, set)| {
+                format!(
+                    "identity {identity}: default configuration set {set} does not exist \
+                     (deleted set); mail that resolves to it is rejected with 554 5.3.0"
+                )
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as serde reads it.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    policy: RawPolicy,
+    tls: Option<Spanned<toml::Table>>,
+    auth: Option<Spanned<toml::Table>>,
+    upstream: RawUpstream,
+    #[serde(default)]
+    configuration_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
+    #[serde(default)]
+    identities: BTreeMap<Spanned<String>, RawIdentity>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    hostname: Option<Spanned<String>>,
+    listen: Option<Vec<Spanned<String>>>,
+    listen_tls: Option<Spanned<Vec<Spanned<String>>>>,
+    region: Option<Spanned<String>>,
+    max_message_size: Option<Spanned<i64>>,
+    max_recipients: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
+    trusted_networks: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    require_verified_sender: Option<bool>,
+    inherit_domain_default: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Spanned<String>,
+    username: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    strip_ses_headers: Option<bool>,
+    timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigurationSet {
+    sending_enabled: Option<bool>,
+    tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    verified: Option<bool>,
+    default_configuration_set: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+// ---------------------------------------------------------------------------------------
+
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A serde/TOML error: its span is looked up in the document to name the key.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim_end_matches('\n');
+        let mut key = key_at(self.text, span.start);
+        let message = if let Some(rest) = message.strip_prefix("unknown field ") {
+            // "unknown field `foo`, expected `a` or `b`"
+            match rest.split_once(", ") {
+                Some((_, expected)) => format!("unknown key; {expected}"),
+                None => "unknown key".to_owned(),
+            }
+        } else if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            key = if key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
+            "missing required key".to_owned()
+        } else {
+            message.to_owned()
+        };
+        self.error(span, key, message)
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if let Some(tls) = &raw.tls {
+            return Err(self.error(
+                tls.span(),
+                "tls",
+                "[tls] is not supported yet (this version of sesrelay has no STARTTLS or \
+                 implicit-TLS listener); remove the section",
+            ));
+        }
+        if let Some(auth) = &raw.auth {
+            return Err(self.error(
+                auth.span(),
+                "auth",
+                "[auth] is not supported yet (this version of sesrelay has no SMTP AUTH); \
+                 remove the section and send from trusted_networks",
+            ));
+        }
+        let server = self.server(raw.server)?;
+        let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
+        let upstream = self.upstream(raw.upstream, &server.hostname)?;
+        let policy = self.policy(
+            raw.policy,
+            raw.configuration_sets,
+            raw.identities,
+            &server.region,
+        )?;
+        Ok(Config {
+            path: self.path.to_owned(),
+            server,
+            policy,
+            upstream,
+            strip_ses_headers,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let hostname = match raw.hostname {
+            Some(h) => {
+                if !is_domain(h.get_ref()) {
+                    return Err(self.error(
+                        h.span(),
+                        "server.hostname",
+                        format!("{:?} is not a host name", h.get_ref()),
+                    ));
+                }
+                h.into_inner()
+            }
+            None => "sesrelay.local".to_owned(),
+        };
+        let listen = match raw.listen {
+            Some(list) => self.socket_addrs(list, "server.listen")?,
+            None => vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+        };
+        if let Some(list) = raw.listen_tls
+            && !list.get_ref().is_empty()
+        {
+            return Err(self.error(
+                list.span(),
+                "server.listen_tls",
+                "implicit TLS needs a [tls] section, which this version does not support yet",
+            ));
+        }
+        let region = match raw.region {
+            Some(r) => {
+                let ok = !r.get_ref().is_empty()
+                    && r.get_ref().len() <= 64
+                    && r.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    return Err(self.error(
+                        r.span(),
+                        "server.region",
+                        "a region is 1-64 letters, digits and '-', such as \"us-east-1\"",
+                    ));
+                }
+                r.into_inner()
+            }
+            None => "local".to_owned(),
+        };
+        let max_message_size =
+            self.positive(raw.max_message_size, "server.max_message_size", 41_943_040)?;
+        let max_recipients = self.positive(raw.max_recipients, "server.max_recipients", 50)?;
+        let max_connections = self.positive(raw.max_connections, "server.max_connections", 1000)?;
+        let idle_timeout = match raw.idle_timeout {
+            Some(d) => self.duration(&d, "server.idle_timeout")?,
+            None => Duration::from_secs(300),
+        };
+        let trusted_networks = match raw.trusted_networks {
+            Some(list) => {
+                let mut nets = Vec::with_capacity(list.len());
+                for item in list {
+                    nets.push(parse_network(item.get_ref()).ok_or_else(|| {
+                        self.error(
+                            item.span(),
+                            "server.trusted_networks",
+                            format!(
+                                "{:?} is not a network; write an address or a CIDR block such as \"10.0.0.0/8\"",
+                                item.get_ref()
+                            ),
+                        )
+                    })?);
+                }
+                nets
+            }
+            None => vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1/128".parse().expect("valid literal"),
+            ],
+        };
+        Ok(ServerConfig {
+            hostname,
+            listen,
+            listen_tls: Vec::new(),
+            region,
+            max_message_size,
+            max_recipients,
+            max_connections,
+            idle_timeout,
+            trusted_networks,
+        })
+    }
+
+    fn socket_addrs(
+        &self,
+        list: Vec<Spanned<String>>,
+        key: &str,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut addrs = Vec::with_capacity(list.len());
+        for item in list {
+            let addr: SocketAddr = item.get_ref().parse().map_err(|_| {
+                self.error(
+                    item.span(),
+                    key,
+                    format!(
+                        "{:?} is not an address and port such as \"127.0.0.1:2525\" or \"[::1]:2525\"",
+                        item.get_ref()
+                    ),
+                )
+            })?;
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+
+    fn positive(
+        &self,
+        value: Option<Spanned<i64>>,
+        key: &str,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(self.error(
+                    v.span(),
+                    key,
+                    format!("must be a positive integer, not {}", v.get_ref()),
+                )),
+            },
+        }
+    }
+
+    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "{:?} is not a duration; write a positive number with a unit, such as \"30s\" or \"5m\"",
+                    value.get_ref()
+                ),
+            )),
+        }
+    }
+
+    fn upstream(&self, raw: RawUpstream, hostname: &str) -> Result<UpstreamSettings, ConfigError> {
+        let target = parse_upstream_url(raw.url.get_ref())
+            .map_err(|m| self.error(raw.url.span(), "upstream.url", m))?;
+        let username = raw.username.filter(|u| !u.get_ref().is_empty());
+        let password_env = raw.password_env.filter(|p| !p.get_ref().is_empty());
+        let credentials = match (username, password_env) {
+            (None, None) => None,
+            (Some(user), None) => {
+                return Err(self.error(
+                    user.span(),
+                    "upstream.username",
+                    "upstream AUTH needs upstream.password_env: the name of the environment \
+                     variable that holds the password",
+                ));
+            }
+            (None, Some(var)) => {
+                return Err(self.error(
+                    var.span(),
+                    "upstream.password_env",
+                    "upstream.password_env is set but upstream.username is empty",
+                ));
+            }
+            (Some(user), Some(var)) => {
+                let password = std::env::var(var.get_ref()).map_err(|_| {
+                    self.error(
+                        var.span(),
+                        "upstream.password_env",
+                        format!(
+                            "the environment variable {} is not set (or is not UTF-8)",
+                            var.get_ref()
+                        ),
+                    )
+                })?;
+                Some((user.into_inner(), password))
+            }
+        };
+        if credentials.is_some() && matches!(target, UpstreamTarget::Dir(_)) {
+            return Err(self.error(
+                raw.url.span(),
+                "upstream.url",
+                "a dir: upstream takes no username/password_env",
+            ));
+        }
+        let timeout = match raw.timeout {
+            Some(t) => self.duration(&t, "upstream.timeout")?,
+            None => Duration::from_secs(60),
+        };
+        let ca_file = match raw.ca_file {
+            Some(f) => {
+                let path = PathBuf::from(f.get_ref());
+                if !path.is_file() {
+                    return Err(self.error(
+                        f.span(),
+                        "upstream.ca_file",
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(UpstreamSettings {
+            target,
+            credentials,
+            timeout,
+            ca_file,
+            hello_name: hostname.to_owned(),
+        })
+    }
+
+    fn policy(
+        &self,
+        raw: RawPolicy,
+        raw_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
+        raw_identities: BTreeMap<Spanned<String>, RawIdentity>,
+        region: &str,
+    ) -> Result<Policy, ConfigError> {
+        let mut sets = BTreeMap::new();
+        for (name, set) in raw_sets {
+            if !is_valid_configuration_set_name(name.get_ref()) {
+                return Err(self.error(
+                    name.span(),
+                    format!("configuration_sets.{}", name.get_ref()),
+                    "a configuration set name is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                ));
+            }
+            let mut tags = BTreeMap::new();
+            for (tag, value) in set.tags.unwrap_or_default() {
+                if let Err(e) = validate_tag(tag.get_ref(), value.get_ref()) {
+                    return Err(self.error(
+                        tag.span(),
+                        format!(
+                            "configuration_sets.{}.tags.{}",
+                            name.get_ref(),
+                            tag.get_ref()
+                        ),
+                        e.to_string(),
+                    ));
+                }
+                tags.insert(tag.into_inner(), value.into_inner());
+            }
+            sets.insert(
+                name.into_inner(),
+                ConfigurationSet {
+                    sending_enabled: set.sending_enabled.unwrap_or(true),
+                    tags,
+                },
+            );
+        }
+
+        let mut identities = IdentityTable::default();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (name, identity) in raw_identities {
+            let key = format!("identities.\"{}\"", name.get_ref());
+            if !is_identity(name.get_ref()) {
+                return Err(self.error(
+                    name.span(),
+                    key,
+                    "an identity is an email address (joe@example.com) or a domain name (example.com)",
+                ));
+            }
+            let lower = name.get_ref().to_ascii_lowercase();
+            if let Some(other) = seen.insert(lower.clone(), name.get_ref().clone()) {
+                return Err(self.error(
+                    name.span(),
+                    key,
+                    format!(
+                        "the same identity as \"{other}\" (identities compare case-insensitively)"
+                    ),
+                ));
+            }
+            let default_configuration_set = match identity.default_configuration_set {
+                Some(set) => {
+                    if !is_valid_configuration_set_name(set.get_ref()) {
+                        return Err(self.error(
+                            set.span(),
+                            format!("{key}.default_configuration_set"),
+                            "a configuration set name is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                        ));
+                    }
+                    Some(set.into_inner())
+                }
+                None => None,
+            };
+            identities.insert(
+                &lower,
+                Identity {
+                    verified: identity.verified.unwrap_or(false),
+                    default_configuration_set,
+                },
+            );
+        }
+
+        Ok(Policy {
+            require_verified_sender: raw.require_verified_sender.unwrap_or(true),
+            inherit_domain_default: raw.inherit_domain_default.unwrap_or(false),
+            region: region.to_ascii_uppercase(),
+            identities,
+            configuration_sets: sets,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The dotted key whose name or value covers byte `offset` (deepest match), or "".
+fn key_at(text: &str, offset: usize) -> String {
+    fn walk(table: &DeTable<'_>, offset: usize, prefix: &str, found: &mut Option<String>) {
+        for (key, value) in table.iter() {
+            let path = if prefix.is_empty() {
+                quote_key(key.get_ref())
+            } else {
+                format!("{prefix}.{}", quote_key(key.get_ref()))
+            };
+            let hit = |s: Range<usize>| s.contains(&offset) || (s.is_empty() && s.start == offset);
+            if hit(key.span()) || hit(value.span()) {
+                *found = Some(path.clone());
+            }
+            if let DeValue::Table(inner) = value.get_ref() {
+                walk(inner, offset, &path, found);
+            }
+        }
+    }
+    let Ok(doc) = DeTable::parse(text) else {
+        return String::new();
+    };
+    let mut found = None;
+    walk(doc.get_ref(), offset, "", &mut found);
+    found.unwrap_or_default()
+}
+
+fn quote_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        key.to_owned()
+    } else {
+        format!("\"{key}\"")
+    }
+}
+
+fn parse_network(s: &str) -> Option<IpNet> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    s.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+/// `smtp://host[:port][?tls=required|opportunistic|none]`, `smtps://host[:port]`, `dir:PATH`.
+fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
+    if let Some(path) = url.strip_prefix("dir:") {
+        if path.is_empty() {
+            return Err("dir: needs a directory, such as \"dir:outbox\"".to_owned());
+        }
+        return Ok(UpstreamTarget::Dir(PathBuf::from(path)));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("{url:?} is not a URL ({e}); use smtp://HOST:PORT, smtps://HOST:PORT or dir:PATH")
+    })?;
+    let (default_port, mut tls) = match parsed.scheme() {
+        "smtp" => (25, UpstreamTls::Opportunistic),
+        "smtps" => (465, UpstreamTls::Wrapper),
+        other => {
+            return Err(format!(
+                "unknown scheme {other:?}; use smtp://HOST:PORT, smtps://HOST:PORT or dir:PATH"
+            ));
+        }
+    };
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(format!("{url:?} names no host")),
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "put upstream credentials in upstream.username and upstream.password_env, not in the URL"
+                .to_owned(),
+        );
+    }
+    if !(parsed.path().is_empty() || parsed.path() == "/") || parsed.fragment().is_some() {
+        return Err(format!("{url:?}: an upstream URL has no path"));
+    }
+    for (name, value) in parsed.query_pairs() {
+        match (name.as_ref(), value.as_ref(), parsed.scheme()) {
+            ("tls", "required", "smtp") => tls = UpstreamTls::Required,
+            ("tls", "opportunistic", "smtp") => tls = UpstreamTls::Opportunistic,
+            ("tls", "none", "smtp") => tls = UpstreamTls::None,
+            ("tls", _, "smtp") => {
+                return Err(format!(
+                    "tls={value} is not known; use tls=required, tls=opportunistic or tls=none"
+                ));
+            }
+            _ => return Err(format!("unknown URL parameter {name}={value}")),
+        }
+    }
+    Ok(UpstreamTarget::Smtp {
+        host,
+        port: parsed.port().unwrap_or(default_port),
+        tls,
+    })
+}
+
+/// A domain name: dot-separated labels of letters, digits, '-' and '_', 1-63 octets each.
+pub fn is_domain(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// An email address (local@domain) or a domain name.
+fn is_identity(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.len() <= 64
+                && local
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"@<>()[],;:\\\"".contains(&b))
+                && is_domain(domain)
+        }
+        None => is_domain(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column() {
+        let t = "a\nbc\néx = 1\n";
+        assert_eq!(line_column(t, 0), (1, 1));
+        assert_eq!(line_column(t, 2), (2, 1));
+        assert_eq!(line_column(t, 4), (2, 3));
+        // "é" is two bytes but one column
+        assert_eq!(line_column(t, 7), (3, 2));
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert!(matches!(
+            parse_upstream_url("smtp://127.0.0.1:2526"),
+            Ok(UpstreamTarget::Smtp {
+                port: 2526,
+                tls: UpstreamTls::Opportunistic,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_upstream_url("smtp://mail.example.com?tls=required"),
+            Ok(UpstreamTarget::Smtp {
+                port: 25,
+                tls: UpstreamTls::Required,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_upstream_url("smtps://email-smtp.us-east-1.amazonaws.com"),
+            Ok(UpstreamTarget::Smtp {
+                port: 465,
+                tls: UpstreamTls::Wrapper,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_upstream_url("dir:outbox"),
+            Ok(UpstreamTarget::Dir(_))
+        ));
+        assert!(parse_upstream_url("http://x").is_err());
+        assert!(parse_upstream_url("smtp://u:p@x").is_err());
+        assert!(parse_upstream_url("smtps://x?tls=none").is_err());
+        assert!(parse_upstream_url("dir:").is_err());
+    }
+
+    #[test]
+    fn identities_and_domains() {
+        for ok in [
+            "example.com",
+            "joe@example.com",
+            "joe+x@sub.example.com",
+            "localhost",
+        ] {
+            assert!(is_identity(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "@example.com",
+            "joe@",
+            "a b@example.com",
+            "exa mple.com",
+            "a..b",
+            "joe@-",
+        ] {
+            assert!(!is_identity(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! sesrelay: an SMTP relay that enforces Amazon SES configuration sets.
+//!
+//! One message takes one road: listener → SMTP session → relay → policy → message
+//! rewrite → upstream. Everything is a library so that tests drive it in-process.
+
+pub mod cli;
+pub mod config;
+pub mod message;
+pub mod policy;
+pub mod relay;
+pub mod server;
+pub mod smtp;
+pub mod upstream;

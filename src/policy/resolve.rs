@@ -1,0 +1,529 @@
+//! Configuration-set resolution (SPEC.md section 4).
+
+use std::collections::BTreeMap;
+
+use super::tags::{TagError, merge_tags, parse_tags};
+use super::{ConfigurationSet, Policy};
+
+/// What a message says about itself, as far as the rules care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFacts {
+    /// The envelope MAIL FROM; `None` for the null path `<>`.
+    pub envelope_sender: Option<String>,
+    /// The From header's addresses; `None` when there is no From header or it does not
+    /// parse.
+    pub from: Option<Vec<String>>,
+    /// The Sender header's addresses.
+    pub sender: Vec<String>,
+    /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed.
+    pub configuration_set: Option<String>,
+    /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
+    pub tags: Option<String>,
+}
+
+/// The verdict on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept(Acceptance),
+    Reject(Rejection),
+}
+
+/// An accepted message: the set it is tagged with (if any), why, and its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    pub configuration_set: Option<String>,
+    pub reason: SetReason,
+    /// The merged `X-SES-MESSAGE-TAGS`, client tags first.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Where the configuration set came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetReason {
+    /// The `X-SES-CONFIGURATION-SET` header named it.
+    Header,
+    /// The default of this verified identity.
+    Default { identity: String },
+    /// No set: the most specific verified identity (if any) has no default.
+    NoDefault { identity: Option<String> },
+}
+
+/// Why a message is refused. [`Rejection::message`] is SES's own message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No From header, or one that does not parse.
+    MissingFrom,
+    /// These addresses (in order, once each) are covered by no verified identity.
+    NotVerified {
+        region: String,
+        addresses: Vec<String>,
+    },
+    /// The named or default set does not exist (it was deleted, or never defined).
+    ConfigurationSetDoesNotExist(String),
+    /// The set has `sending_enabled = false`.
+    SendingPaused(String),
+    /// `X-SES-MESSAGE-TAGS` holds a tag SES would refuse.
+    InvalidTag(TagError),
+}
+
+impl Rejection {
+    /// SES's message, as the SES API returns it.
+    pub fn message(&self) -> String {
+        match self {
+            Rejection::MissingFrom => "Missing required header 'From'.".to_owned(),
+            Rejection::NotVerified { region, addresses } => format!(
+                "Email address is not verified. The following identities failed the check in region {region}: {}",
+                addresses.join(", ")
+            ),
+            Rejection::ConfigurationSetDoesNotExist(name) => {
+                format!("Configuration set <{}> does not exist.", shown(name))
+            }
+            Rejection::SendingPaused(_) => "Sending paused for this configuration set.".to_owned(),
+            Rejection::InvalidTag(e) => e.to_string(),
+        }
+    }
+}
+
+/// A set name as quoted in a reply: names that can exist are short; anything else taken
+/// from a header is cut to 64 characters.
+fn shown(name: &str) -> String {
+    if name.chars().count() <= 64 {
+        name.to_owned()
+    } else {
+        let mut s: String = name.chars().take(64).collect();
+        s.push_str("...");
+        s
+    }
+}
+
+impl Policy {
+    /// Applies SPEC.md section 4 to one message.
+    pub fn resolve(&self, facts: &MessageFacts) -> Decision {
+        // The From header must be there and parse.
+        let Some(from) = facts.from.as_deref().filter(|f| !f.is_empty()) else {
+            return Decision::Reject(Rejection::MissingFrom);
+        };
+
+        // 1. Addresses checked: From, Sender, then the envelope sender.
+        if self.require_verified_sender {
+            let mut failed: Vec<String> = Vec::new();
+            let checked = from
+                .iter()
+                .chain(&facts.sender)
+                .chain(facts.envelope_sender.iter());
+            for address in checked {
+                if !self.identities.covers(address)
+                    && !failed.iter().any(|f| f.eq_ignore_ascii_case(address))
+                {
+                    failed.push(address.clone());
+                }
+            }
+            if !failed.is_empty() {
+                return Decision::Reject(Rejection::NotVerified {
+                    region: self.region.clone(),
+                    addresses: failed,
+                });
+            }
+        }
+
+        // 2. An explicit set overrides; 3. else the sender's default.
+        let (configuration_set, reason) = match &facts.configuration_set {
+            Some(name) => (Some(name.clone()), SetReason::Header),
+            None => self.default_set(&from[0]),
+        };
+
+        // 4. The set must exist and be enabled.
+        let no_tags = BTreeMap::new();
+        let set_tags = match &configuration_set {
+            None => &no_tags,
+            Some(name) => match self.configuration_sets.get(name) {
+                None => {
+                    return Decision::Reject(Rejection::ConfigurationSetDoesNotExist(name.clone()));
+                }
+                Some(ConfigurationSet {
+                    sending_enabled: false,
+                    ..
+                }) => return Decision::Reject(Rejection::SendingPaused(name.clone())),
+                Some(set) => &set.tags,
+            },
+        };
+
+        // Tags: the client's first header, then the set's.
+        let client_tags = match facts.tags.as_deref().map(parse_tags) {
+            None => Vec::new(),
+            Some(Ok(tags)) => tags,
+            Some(Err(e)) => return Decision::Reject(Rejection::InvalidTag(e)),
+        };
+        Decision::Accept(Acceptance {
+            configuration_set,
+            reason,
+            tags: merge_tags(client_tags, set_tags),
+        })
+    }
+
+    /// The default set of the most specific verified identity covering `sender`. A verified
+    /// identity without a default ends the search, unless `inherit_domain_default`.
+    fn default_set(&self, sender: &str) -> (Option<String>, SetReason) {
+        let mut first_without_default = None;
+        for (name, identity) in self.identities.verified_covering(sender) {
+            if let Some(set) = &identity.default_configuration_set {
+                return (Some(set.clone()), SetReason::Default { identity: name });
+            }
+            if !self.inherit_domain_default {
+                return (
+                    None,
+                    SetReason::NoDefault {
+                        identity: Some(name),
+                    },
+                );
+            }
+            first_without_default.get_or_insert(name);
+        }
+        (
+            None,
+            SetReason::NoDefault {
+                identity: first_without_default,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Identity, IdentityTable};
+
+    fn policy() -> Policy {
+        let mut identities = IdentityTable::default();
+        let mut add = |name: &str, verified: bool, set: Option<&str>| {
+            identities.insert(
+                name,
+                Identity {
+                    verified,
+                    default_configuration_set: set.map(str::to_owned),
+                },
+            )
+        };
+        add("example.com", true, Some("transactional"));
+        add("joe@example.com", true, Some("marketing"));
+        add("ann@example.com", true, None);
+        add("pending@example.com", false, Some("marketing"));
+        add("old.example.com", true, Some("retired"));
+        add("quiet.example.com", true, Some("paused"));
+        add("example.org", true, Some("transactional"));
+        add("news.example.org", true, Some("marketing"));
+        add("bare.example.net", true, None);
+        add("unverified.example", false, Some("marketing"));
+        let sets = [
+            ("transactional", true, vec![]),
+            ("marketing", true, vec![("team", "growth")]),
+            ("paused", false, vec![]),
+        ]
+        .into_iter()
+        .map(|(name, enabled, tags)| {
+            (
+                name.to_owned(),
+                ConfigurationSet {
+                    sending_enabled: enabled,
+                    tags: tags
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                },
+            )
+        })
+        .collect();
+        Policy {
+            require_verified_sender: true,
+            inherit_domain_default: false,
+            region: "US-EAST-1".to_owned(),
+            identities,
+            configuration_sets: sets,
+        }
+    }
+
+    fn facts(from: &str) -> MessageFacts {
+        MessageFacts {
+            envelope_sender: Some(from.to_owned()),
+            from: Some(vec![from.to_owned()]),
+            ..MessageFacts::default()
+        }
+    }
+
+    enum Want {
+        Set(Option<&'static str>, &'static str),
+        Reply(&'static str),
+    }
+
+    /// Renders a decision the way the table states it: `set=<name> tags=<...>` or the
+    /// rejection's SES message.
+    fn outcome(d: &Decision) -> (Option<String>, String) {
+        match d {
+            Decision::Accept(a) => (
+                a.configuration_set.clone(),
+                a.tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Decision::Reject(r) => (None, format!("REJECT {}", r.message())),
+        }
+    }
+
+    #[test]
+    fn rules_table() {
+        type Edit = fn(&mut MessageFacts, &mut Policy);
+        let none: Edit = |_, _| {};
+        let rows: Vec<(&str, &str, Edit, Want)> = vec![
+            (
+                "4.3 domain default",
+                "bob@example.com",
+                none,
+                Want::Set(Some("transactional"), ""),
+            ),
+            (
+                "4.3 address default overrides the domain's",
+                "joe@example.com",
+                none,
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.3 +label address uses the address identity",
+                "joe+news@example.com",
+                none,
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.3 identities compare case-insensitively",
+                "JOE@Example.COM",
+                none,
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.3 subdomain is covered by its parent domain",
+                "a@mail.example.com",
+                none,
+                Want::Set(Some("transactional"), ""),
+            ),
+            (
+                "4.3 a verified subdomain is more specific than its parent",
+                "a@news.example.org",
+                none,
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.3 unverified address falls through to its verified domain",
+                "pending@example.com",
+                none,
+                Want::Set(Some("transactional"), ""),
+            ),
+            (
+                "4.3 verified address without a default gets no set",
+                "ann@example.com",
+                none,
+                Want::Set(None, ""),
+            ),
+            (
+                "4.3 inherit_domain_default falls through to the domain",
+                "ann@example.com",
+                |_, p| p.inherit_domain_default = true,
+                Want::Set(Some("transactional"), ""),
+            ),
+            (
+                "4.3 verified domain without a default: no set",
+                "x@bare.example.net",
+                none,
+                Want::Set(None, ""),
+            ),
+            (
+                "4.2 header overrides the default",
+                "joe@example.com",
+                |f, _| f.configuration_set = Some("transactional".into()),
+                Want::Set(Some("transactional"), ""),
+            ),
+            (
+                "4.2 header names a set that does not exist",
+                "joe@example.com",
+                |f, _| f.configuration_set = Some("nosuch".into()),
+                Want::Reply("Configuration set <nosuch> does not exist."),
+            ),
+            (
+                "4.4 default names a deleted set",
+                "a@old.example.com",
+                none,
+                Want::Reply("Configuration set <retired> does not exist."),
+            ),
+            (
+                "4.4 resolved set is paused",
+                "a@quiet.example.com",
+                none,
+                Want::Reply("Sending paused for this configuration set."),
+            ),
+            (
+                "4.4 header names a paused set",
+                "joe@example.com",
+                |f, _| f.configuration_set = Some("paused".into()),
+                Want::Reply("Sending paused for this configuration set."),
+            ),
+            (
+                "4.1 unverified sender",
+                "x@unverified.example",
+                none,
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: x@unverified.example",
+                ),
+            ),
+            (
+                "4.1 unknown domain",
+                "x@nowhere.test",
+                none,
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: x@nowhere.test",
+                ),
+            ),
+            (
+                "4.1 every failing address once, From then Sender then envelope",
+                "a@bad.test",
+                |f, _| {
+                    f.from = Some(vec![
+                        "a@bad.test".into(),
+                        "joe@example.com".into(),
+                        "A@BAD.test".into(),
+                    ]);
+                    f.sender = vec!["s@bad.test".into()];
+                    f.envelope_sender = Some("bounce@bad.test".into());
+                },
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: a@bad.test, s@bad.test, bounce@bad.test",
+                ),
+            ),
+            (
+                "4.1 unverified Sender header",
+                "joe@example.com",
+                |f, _| f.sender = vec!["s@bad.test".into()],
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: s@bad.test",
+                ),
+            ),
+            (
+                "4.1 unverified envelope sender",
+                "joe@example.com",
+                |f, _| f.envelope_sender = Some("bounce@bad.test".into()),
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: bounce@bad.test",
+                ),
+            ),
+            (
+                "4.1 the null envelope sender is not checked",
+                "joe@example.com",
+                |f, _| f.envelope_sender = None,
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.1 require_verified_sender = false lets anyone through",
+                "x@nowhere.test",
+                |_, p| p.require_verified_sender = false,
+                Want::Set(None, ""),
+            ),
+            (
+                "4.1 unverified sender still gets its header set when checks are off",
+                "x@nowhere.test",
+                |f, p| {
+                    p.require_verified_sender = false;
+                    f.configuration_set = Some("marketing".into())
+                },
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.3 the first From address is the sender",
+                "joe@example.com",
+                |f, _| f.from = Some(vec!["joe@example.com".into(), "bob@example.com".into()]),
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "3 no From header",
+                "joe@example.com",
+                |f, _| f.from = None,
+                Want::Reply("Missing required header 'From'."),
+            ),
+            (
+                "3 From header without an address",
+                "joe@example.com",
+                |f, _| f.from = Some(vec![]),
+                Want::Reply("Missing required header 'From'."),
+            ),
+            (
+                "5 client tags first, then the set's for other names",
+                "joe@example.com",
+                |f, _| f.tags = Some("campaign=spring, team=web".into()),
+                Want::Set(Some("marketing"), "campaign=spring, team=web"),
+            ),
+            (
+                "5 client tags merged with the set's",
+                "joe@example.com",
+                |f, _| f.tags = Some("campaign=spring".into()),
+                Want::Set(Some("marketing"), "campaign=spring, team=growth"),
+            ),
+            (
+                "5 tags without a set",
+                "ann@example.com",
+                |f, _| f.tags = Some("a=b".into()),
+                Want::Set(None, "a=b"),
+            ),
+            (
+                "5 invalid tag",
+                "joe@example.com",
+                |f, _| f.tags = Some("bad name=x".into()),
+                Want::Reply(
+                    "Invalid tag name <bad name>: only alphanumeric ASCII characters, '_',  '-' are allowed.",
+                ),
+            ),
+        ];
+        for (name, from, edit, want) in rows {
+            let mut f = facts(from);
+            let mut p = policy();
+            edit(&mut f, &mut p);
+            let got = outcome(&p.resolve(&f));
+            let expected = match want {
+                Want::Set(set, tags) => (set.map(str::to_owned), tags.to_owned()),
+                Want::Reply(text) => (None, format!("REJECT {text}")),
+            };
+            assert_eq!(got, expected, "row: {name}");
+        }
+    }
+
+    #[test]
+    fn reasons() {
+        let p = policy();
+        let reason = |from: &str| match p.resolve(&facts(from)) {
+            Decision::Accept(a) => a.reason,
+            Decision::Reject(r) => panic!("{r:?}"),
+        };
+        assert_eq!(
+            reason("joe+x@example.com"),
+            SetReason::Default {
+                identity: "joe@example.com".into()
+            }
+        );
+        assert_eq!(
+            reason("ann@example.com"),
+            SetReason::NoDefault {
+                identity: Some("ann@example.com".into())
+            }
+        );
+    }
+
+    #[test]
+    fn deleted_sets_are_listed() {
+        let p = policy();
+        let deleted: Vec<_> = p.deleted_set_defaults().collect();
+        assert_eq!(deleted, [("old.example.com", "retired")]);
+    }
+
+    #[test]
+    fn long_header_set_names_are_cut_in_the_message() {
+        let r = Rejection::ConfigurationSetDoesNotExist("x".repeat(500));
+        assert!(r.message().len() < 120);
+    }
+}

@@ -1,0 +1,208 @@
+//! The seam between the SMTP session and everything SES: parse → resolve → rewrite →
+//! upstream, and every outcome turned into the client's reply.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::message::{self, Inspection, Rewrite, Trace};
+use crate::policy::{Decision, Rejection};
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::{Handler, SessionConfig, Transaction};
+use crate::upstream::{Envelope, Upstream, UpstreamError};
+
+/// The configuration a message is judged against: one immutable snapshot.
+struct Snapshot {
+    config: Arc<Config>,
+    session: Arc<SessionConfig>,
+}
+
+/// The relay: the live configuration and the upstream.
+pub struct Relay {
+    live: RwLock<Arc<Snapshot>>,
+    upstream: Upstream,
+}
+
+impl Relay {
+    pub fn new(config: Config) -> Result<Relay, UpstreamError> {
+        let upstream = Upstream::new(&config.upstream)?;
+        Ok(Relay {
+            live: RwLock::new(Arc::new(snapshot(config))),
+            upstream,
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.current().config)
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        let guard = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(&guard)
+    }
+}
+
+fn snapshot(config: Config) -> Snapshot {
+    let session = SessionConfig {
+        hostname: config.server.hostname.clone(),
+        max_message_size: config.server.max_message_size,
+        max_recipients: config.server.max_recipients,
+        idle_timeout: config.server.idle_timeout,
+        trusted_networks: config.server.trusted_networks.clone(),
+    };
+    Snapshot {
+        config: Arc::new(config),
+        session: Arc::new(session),
+    }
+}
+
+/// The SMTP reply for a policy rejection (SPEC.md section 3).
+pub fn rejection_reply(rejection: &Rejection) -> Reply {
+    let message = rejection.message();
+    match rejection {
+        Rejection::MissingFrom | Rejection::InvalidTag(_) => reply::transaction_failed(&message),
+        Rejection::NotVerified { .. } => reply::not_verified(&message),
+        Rejection::ConfigurationSetDoesNotExist(_) => reply::configuration_set_missing(&message),
+        Rejection::SendingPaused(_) => reply::sending_paused(&message),
+    }
+}
+
+/// A new message id: a UUIDv7 (time-ordered, random) in 32 hex digits.
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Handler for Relay {
+    fn session_config(&self) -> Arc<SessionConfig> {
+        Arc::clone(&self.current().session)
+    }
+
+    fn check_sender(&self, address: &str) -> Result<(), Reply> {
+        if Upstream::accepts_address(address) {
+            Ok(())
+        } else {
+            Err(reply::bad_sender_syntax())
+        }
+    }
+
+    fn check_recipient(&self, address: &str) -> Result<(), Reply> {
+        if Upstream::accepts_address(address) {
+            Ok(())
+        } else {
+            Err(reply::bad_recipient_syntax())
+        }
+    }
+
+    async fn deliver(&self, tx: Transaction) -> Reply {
+        let config = self.config();
+        let id = new_message_id();
+        let inspection = Inspection::of(&tx.content);
+        let acceptance = match config.policy.resolve(&inspection.facts(&tx.mail_from)) {
+            Decision::Accept(acceptance) => acceptance,
+            Decision::Reject(rejection) => {
+                let reply = rejection_reply(&rejection);
+                tracing::info!(
+                    %id, peer = %tx.peer, from = %tx.mail_from, rcpts = tx.rcpt_to.len(),
+                    reply = %reply, "message rejected"
+                );
+                return reply;
+            }
+        };
+        let received = message::received_header(&Trace {
+            helo: &tx.helo,
+            peer: tx.peer.ip().to_canonical(),
+            protocol: if tx.esmtp { "ESMTP" } else { "SMTP" },
+            hostname: &config.server.hostname,
+            id: &id,
+            recipient: match tx.rcpt_to.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            },
+            date: &message::rfc5322_now(),
+        });
+        let forwarded = message::rewrite(
+            &tx.content,
+            &inspection,
+            &Rewrite {
+                received: &received,
+                configuration_set: acceptance.configuration_set.as_deref(),
+                tags: &acceptance.tags,
+                strip_ses_headers: config.strip_ses_headers,
+            },
+        );
+        drop(inspection);
+        let envelope = Envelope {
+            mail_from: tx.mail_from,
+            rcpt_to: tx.rcpt_to,
+        };
+        let set = acceptance.configuration_set.as_deref().unwrap_or("-");
+        match self.upstream.deliver(&id, &envelope, &forwarded).await {
+            Ok(ack) => {
+                tracing::info!(
+                    %id, peer = %tx.peer, from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
+                    size = forwarded.len(), configuration_set = %set, upstream = %ack,
+                    "message forwarded"
+                );
+                reply::accepted(&id)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    %id, peer = %tx.peer, from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
+                    configuration_set = %set, reply = %e.reply(), "upstream did not take the message"
+                );
+                e.reply().clone()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::TagError;
+
+    /// Every reply of SPEC.md section 3 that the policy gives, to the character.
+    #[test]
+    fn rejection_replies_match_the_spec() {
+        let rows = [
+            (
+                Rejection::NotVerified {
+                    region: "LOCAL".into(),
+                    addresses: vec!["a@x.com".into(), "b@y.com".into()],
+                },
+                "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region LOCAL: a@x.com, b@y.com",
+            ),
+            (
+                Rejection::ConfigurationSetDoesNotExist("retired".into()),
+                "554 5.3.0 Configuration Set does not exist: Configuration set <retired> does not exist.",
+            ),
+            (
+                Rejection::SendingPaused("marketing".into()),
+                "554 5.7.1 Message rejected: Sending paused for this configuration set.",
+            ),
+            (
+                Rejection::MissingFrom,
+                "554 5.6.0 Transaction failed: Missing required header 'From'.",
+            ),
+            (
+                Rejection::InvalidTag(TagError::InvalidName("a b".into())),
+                "554 5.6.0 Transaction failed: Invalid tag name <a b>: only alphanumeric ASCII characters, '_',  '-' are allowed.",
+            ),
+        ];
+        for (rejection, line) in rows {
+            assert_eq!(rejection_reply(&rejection).to_line(), line);
+        }
+    }
+
+    #[test]
+    fn message_ids_are_unique_and_ordered() {
+        let a = new_message_id();
+        let b = new_message_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,66 @@
+//! Wiring: a [`Config`] becomes a relay with bound listeners, run until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::relay::Relay;
+use crate::smtp::listener;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A relay whose listeners are bound (so tests can bind port 0 and read the port back).
+pub struct Server {
+    relay: Arc<Relay>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut listeners = Vec::with_capacity(config.server.listen.len());
+        for &addr in &config.server.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            listeners.push(listener);
+        }
+        let relay = Arc::new(Relay::new(config)?);
+        Ok(Server { relay, listeners })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// Serves until `shutdown` is set, then lets the sessions in flight finish.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        for addr in self.local_addrs() {
+            tracing::info!(%addr, "listening for SMTP");
+        }
+        let max_connections = self.relay.config().server.max_connections;
+        listener::serve(self.listeners, max_connections, self.relay, shutdown).await;
+        tracing::info!("all sessions ended");
+    }
+}

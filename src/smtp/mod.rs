@@ -1,0 +1,10 @@
+//! The SMTP protocol, knowing nothing of SES: sessions call a [`Handler`] that the relay
+//! implements.
+
+pub mod data;
+pub mod listener;
+pub mod reply;
+pub mod session;
+
+pub use reply::Reply;
+pub use session::{Handler, SessionConfig, Transaction};
