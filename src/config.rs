@@ -444,7 +444,7 @@ impl Source<'_> {
         }
         let timeout = match raw.timeout {
             Some(t) => self.duration(&t, "upstream.timeout")?,
-            None => Duration::from_secs(60),
+            None => Duration::from_secs(120),
         };
         let ca_file = match raw.ca_file {
             Some(f) => {

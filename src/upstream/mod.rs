@@ -21,7 +21,7 @@ pub struct UpstreamSettings {
     pub target: UpstreamTarget,
     /// Username and password for upstream AUTH.
     pub credentials: Option<(String, String)>,
-    /// Per read/write on the upstream connection.
+    /// The longest one delivery may take, from connecting to the final reply.
     pub timeout: Duration,
     /// Extra PEM root certificates to trust for the upstream's TLS.
     pub ca_file: Option<PathBuf>,

@@ -1,4 +1,13 @@
-//! The SMTP upstream: lettre's pooled async transport over rustls.
+//! The SMTP upstream: lettre's async SMTP client over rustls, with a small pool of idle
+//! connections kept by sesrelay itself.
+//!
+//! Why not lettre's own pooled transport: its async client has no I/O timeout beyond the
+//! connect, so a delivery has to be bounded from outside, by dropping it. lettre's pool
+//! would then recycle the abandoned connection in the middle of a transaction, and the next
+//! message on it would read the previous one's replies. Here a timed-out delivery owns its
+//! connection, and dropping it closes the socket; only a connection that has just finished
+//! a transaction cleanly goes back to the pool, and a parked one must answer NOOP before it
+//! is used again.
 //!
 //! lettre stuffs dots only after CRLF and always ends DATA with `CRLF.CRLF`; sesrelay's
 //! DATA reader has already turned every line ending into CRLF, and the final CRLF of the
@@ -6,24 +15,42 @@
 //! lettre sends the whole envelope and stops at the first refusal: a recipient the
 //! upstream refuses fails the whole message, with that reply.
 
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{
     DeliveryError, Envelope, UpstreamError, UpstreamSettings, UpstreamTarget, UpstreamTls,
 };
 use crate::smtp::reply::{self, Reply};
 
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 16;
+/// A parked connection older than this is closed rather than reused.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+
 pub struct SmtpUpstream {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: UpstreamTls,
+    tls_parameters: Option<TlsParameters>,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
 impl std::fmt::Debug for SmtpUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpUpstream").finish_non_exhaustive()
+        f.debug_struct("SmtpUpstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -32,12 +59,9 @@ impl SmtpUpstream {
         let UpstreamTarget::Smtp { host, port, tls } = &settings.target else {
             unreachable!("SmtpUpstream::new is called for smtp targets only");
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(*port)
-            .timeout(Some(settings.timeout))
-            .hello_name(ClientId::Domain(settings.hello_name.clone()))
-            .pool_config(PoolConfig::new().max_size(16));
-        if *tls != UpstreamTls::None {
+        let tls_parameters = if *tls == UpstreamTls::None {
+            None
+        } else {
             let mut params = TlsParameters::builder(host.clone());
             if let Some(path) = &settings.ca_file {
                 let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
@@ -48,23 +72,24 @@ impl SmtpUpstream {
                     .map_err(|e| UpstreamError::Tls(format!("{}: {e}", path.display())))?;
                 params = params.add_root_certificate(cert);
             }
-            let params = params
-                .build_rustls()
-                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-            builder = builder.tls(match tls {
-                UpstreamTls::Opportunistic => Tls::Opportunistic(params),
-                UpstreamTls::Required => Tls::Required(params),
-                UpstreamTls::Wrapper => Tls::Wrapper(params),
-                UpstreamTls::None => Tls::None,
-            });
-        } else {
-            builder = builder.tls(Tls::None);
-        }
-        if let Some((user, password)) = &settings.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
+            Some(
+                params
+                    .build_rustls()
+                    .map_err(|e| UpstreamError::Tls(e.to_string()))?,
+            )
+        };
         Ok(SmtpUpstream {
-            transport: builder.build(),
+            host: host.clone(),
+            port: *port,
+            tls: *tls,
+            tls_parameters,
+            hello: ClientId::Domain(settings.hello_name.clone()),
+            credentials: settings
+                .credentials
+                .as_ref()
+                .map(|(user, password)| Credentials::new(user.clone(), password.clone())),
+            timeout: settings.timeout,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -90,14 +115,82 @@ impl SmtpUpstream {
             .map_err(|_| DeliveryError::Permanent(reply::need_rcpt()))?;
         // lettre adds CRLF.CRLF itself: give it the message without its final CRLF.
         let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-        match self.transport.send_raw(&lettre_envelope, body).await {
-            Ok(response) => Ok(format!(
+
+        let transaction = async {
+            let mut conn = self.checkout().await?;
+            let result = conn.send(&lettre_envelope, body).await;
+            if result.is_ok() && !conn.has_broken() {
+                self.park(conn);
+            } else {
+                conn.abort().await;
+            }
+            result
+        };
+        match tokio::time::timeout(self.timeout, transaction).await {
+            Ok(Ok(response)) => Ok(format!(
                 "{} {}",
                 response.code(),
                 response.message().collect::<Vec<_>>().join(" ")
             )),
-            Err(e) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "upstream timed out");
+                Err(DeliveryError::Transient(reply::upstream_unavailable()))
+            }
         }
+    }
+
+    /// A parked connection that still answers NOOP, or a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        loop {
+            let parked = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some((mut conn, since)) = parked else {
+                return self.connect().await;
+            };
+            if since.elapsed() < MAX_IDLE_TIME && conn.test_connected().await {
+                return Ok(conn);
+            }
+            conn.abort().await;
+        }
+    }
+
+    fn park(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+        // Beyond MAX_IDLE the connection is dropped, which closes it.
+    }
+
+    /// Connects, upgrades to TLS as configured, and authenticates.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let wrapper = match self.tls {
+            UpstreamTls::Wrapper => self.tls_parameters.clone(),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let Some(params) = &self.tls_parameters {
+            let upgrade = match self.tls {
+                UpstreamTls::Required => true,
+                UpstreamTls::Opportunistic => conn.can_starttls(),
+                UpstreamTls::None | UpstreamTls::Wrapper => false,
+            };
+            if upgrade {
+                conn.starttls(params.clone(), &self.hello).await?;
+            }
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await?;
+        }
+        Ok(conn)
     }
 }
 

@@ -109,6 +109,8 @@ pub struct Script {
     pub data: String,
     /// Stop answering after the message (to provoke a timeout).
     pub hang_after_data: bool,
+    /// Answer the first message only after this delay.
+    pub slow_first_reply: Option<Duration>,
 }
 
 impl Default for Script {
@@ -117,6 +119,7 @@ impl Default for Script {
             rcpt: HashMap::new(),
             data: "250 2.0.0 queued as CAPTURE".to_owned(),
             hang_after_data: false,
+            slow_first_reply: None,
         }
     }
 }
@@ -125,6 +128,7 @@ pub struct Capture {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Captured>>>,
     arrived: Arc<Notify>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Capture {
@@ -138,12 +142,18 @@ impl Capture {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
-        let (r, n) = (Arc::clone(&received), Arc::clone(&arrived));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, n, count) = (
+            Arc::clone(&received),
+            Arc::clone(&arrived),
+            Arc::clone(&connections),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (script, r, n, tls) =
                     (script.clone(), Arc::clone(&r), Arc::clone(&n), tls.clone());
                 tokio::spawn(async move {
@@ -164,7 +174,13 @@ impl Capture {
             addr,
             received,
             arrived,
+            connections,
         }
+    }
+
+    /// How many connections the upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -250,6 +266,7 @@ async fn serve_capture<S: AsyncRead + AsyncWrite + Unpin>(
             for l in wire.split_inclusive(|&b| b == b'\n') {
                 content.extend_from_slice(l.strip_prefix(b".").unwrap_or(l));
             }
+            let first = received.lock().unwrap().is_empty();
             received.lock().unwrap().push(Captured {
                 mail_from: std::mem::take(&mut mail_from),
                 rcpt_to: std::mem::take(&mut rcpt_to),
@@ -259,6 +276,9 @@ async fn serve_capture<S: AsyncRead + AsyncWrite + Unpin>(
             arrived.notify_waiters();
             if script.hang_after_data {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if let (true, Some(delay)) = (first, script.slow_first_reply) {
+                tokio::time::sleep(delay).await;
             }
             script.data.clone()
         } else if upper.starts_with("QUIT") {
