@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
@@ -93,31 +94,24 @@ fn init_logging(format: LogFormat) {
 
 fn serve(path: &Path, log_format: LogFormat) -> ExitCode {
     init_logging(log_format);
-    let config = match Config::load(path) {
-        Ok(config) => config,
+    match run_server(path) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sesrelay: the configuration is not valid, so the relay did not start: {e}");
-            return ExitCode::from(1);
+            eprintln!("sesrelay: {e:#}");
+            ExitCode::from(1)
         }
-    };
+    }
+}
+
+fn run_server(path: &Path) -> anyhow::Result<()> {
+    let config =
+        Config::load(path).context("the configuration is not valid, so the relay did not start")?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sesrelay: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = match Server::bind(config).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("sesrelay: cannot start: {e}");
-                return ExitCode::from(1);
-            }
-        };
+        let server = Server::bind(config).await.context("cannot start")?;
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_stop_signal().await;
@@ -125,7 +119,7 @@ fn serve(path: &Path, log_format: LogFormat) -> ExitCode {
             let _ = stop.send(true);
         });
         server.run(stopped).await;
-        ExitCode::SUCCESS
+        Ok(())
     })
 }
 
@@ -178,6 +172,12 @@ pub fn check_report(config: &Config) -> String {
         "configuration sets ({}):",
         policy.configuration_sets.len()
     );
+    let set_width = policy
+        .configuration_sets
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
     for (name, set) in &policy.configuration_sets {
         let state = if set.sending_enabled {
             "sending enabled"
@@ -185,7 +185,7 @@ pub fn check_report(config: &Config) -> String {
             "sending paused"
         };
         let tags: Vec<String> = set.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = write!(out, "  {name}  {state}");
+        let _ = write!(out, "  {name:set_width$}  {state}");
         if !tags.is_empty() {
             let _ = write!(out, "  tags: {}", tags.join(", "));
         }

@@ -198,26 +198,35 @@ impl Source<'_> {
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim_end_matches('\n');
-        let mut key = key_at(self.text, span.start);
-        let message = if let Some(rest) = message.strip_prefix("unknown field ") {
-            // "unknown field `foo`, expected `a` or `b`"
-            match rest.split_once(", ") {
-                Some((_, expected)) => format!("unknown key; {expected}"),
-                None => "unknown key".to_owned(),
-            }
-        } else if let Some(field) = message
+        if let Some(field) = message
             .strip_prefix("missing field `")
             .and_then(|m| m.strip_suffix('`'))
         {
-            key = if key.is_empty() {
-                field.to_owned()
-            } else {
-                format!("{key}.{field}")
+            // The span is the table that lacks the field; empty for the top level.
+            let key = match key_at(self.text, span.start) {
+                table if !span.is_empty() && !table.is_empty() => format!("{table}.{field}"),
+                _ => field.to_owned(),
             };
-            "missing required key".to_owned()
-        } else {
-            message.to_owned()
+            return self.error(span, key, "missing required key");
+        }
+        let key = key_at(self.text, span.start);
+        let message = match message.strip_prefix("unknown field ") {
+            // "unknown field `foo`, expected `a` or `b`"
+            Some(rest) => match rest.split_once(", ") {
+                Some((_, expected)) => format!("unknown key; {expected}"),
+                None => "unknown key".to_owned(),
+            },
+            None => message
+                .replace("expected i64", "expected an integer")
+                .replace("expected a boolean", "expected true or false"),
         };
+        if key.is_empty() && !span.is_empty() {
+            // A syntax error such as a duplicate key: quote the text it is about.
+            let quoted = self.text.get(span.clone()).unwrap_or_default();
+            if !quoted.is_empty() && !quoted.contains('\n') && quoted.len() <= 64 {
+                return self.error(span, "", format!("{message}: `{quoted}`"));
+            }
+        }
         self.error(span, key, message)
     }
 
@@ -481,7 +490,7 @@ impl Source<'_> {
             if !is_valid_configuration_set_name(name.get_ref()) {
                 return Err(self.error(
                     name.span(),
-                    format!("configuration_sets.{}", name.get_ref()),
+                    format!("configuration_sets.{}", quote_key(name.get_ref())),
                     "a configuration set name is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
                 ));
             }
@@ -492,8 +501,8 @@ impl Source<'_> {
                         tag.span(),
                         format!(
                             "configuration_sets.{}.tags.{}",
-                            name.get_ref(),
-                            tag.get_ref()
+                            quote_key(name.get_ref()),
+                            quote_key(tag.get_ref())
                         ),
                         e.to_string(),
                     ));
@@ -512,7 +521,7 @@ impl Source<'_> {
         let mut identities = IdentityTable::default();
         let mut seen: HashMap<String, String> = HashMap::new();
         for (name, identity) in raw_identities {
-            let key = format!("identities.\"{}\"", name.get_ref());
+            let key = format!("identities.{}", quote_key(name.get_ref()));
             if !is_identity(name.get_ref()) {
                 return Err(self.error(
                     name.span(),

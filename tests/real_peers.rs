@@ -1,0 +1,325 @@
+//! Real peers around the real binary: swaks → `sesrelay serve` → Postfix's smtp-sink, and
+//! Python's smtplib as a client. `.ci/run` installs swaks and postfix; without them these
+//! tests fail and say what to install.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Capture, Relay, Script, header, standard_config};
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Running) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited with {status} before listening: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} is not listening on {addr}");
+}
+
+fn tool(name: &str, candidates: &[&str], package: &str) -> PathBuf {
+    for c in candidates {
+        let p = Path::new(c);
+        if p.is_file() {
+            return p.to_owned();
+        }
+    }
+    if let Ok(out) = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    panic!("{name} is not installed: `apt-get install {package}` (.ci/run does this)");
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Starts Postfix's smtp-sink dumping each message into `dir`.
+fn smtp_sink(dir: &Path) -> (Running, SocketAddr) {
+    let sink = tool("smtp-sink", &["/usr/sbin/smtp-sink"], "postfix");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(sink);
+    if is_root() {
+        // smtp-sink refuses to run as root; the dump directory must be writable by nobody.
+        cmd.args(["-u", "nobody"]);
+        let _ = Command::new("chmod").arg("777").arg(dir).status();
+    }
+    let template = format!("{}/%Y%m%d%H%M%S.", dir.display());
+    cmd.args(["-d", &template, &addr.to_string(), "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = Running(cmd.spawn().expect("smtp-sink starts"));
+    wait_for_port(addr, "smtp-sink", &mut child);
+    (child, addr)
+}
+
+/// Starts the sesrelay binary on a fresh port with `config` (TOML without server.listen).
+fn sesrelay(dir: &Path, config: &str) -> (Running, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = config.replacen(
+        "[server]\n",
+        &format!("[server]\nlisten = [\"{addr}\"]\n"),
+        1,
+    );
+    let path = dir.join("sesrelay.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_sesrelay"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sesrelay starts"),
+    );
+    wait_for_port(addr, "sesrelay", &mut child);
+    (child, addr)
+}
+
+fn swaks(server: SocketAddr, args: &[&str]) -> Output {
+    let swaks = tool("swaks", &["/usr/bin/swaks"], "swaks");
+    Command::new(swaks)
+        .args(["--server", &server.to_string(), "--timeout", "20"])
+        .args(args)
+        .output()
+        .expect("swaks runs")
+}
+
+/// The dumped messages of smtp-sink in `dir`, waiting until there are `n` of them.
+fn dumps(dir: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_none_or(|e| e != "toml"))
+            .collect();
+        files.sort();
+        let texts: Vec<String> = files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .filter(|t| t.contains("\n\n") || t.contains("\r\n\r\n"))
+            .collect();
+        if texts.len() >= n || Instant::now() > deadline {
+            return texts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn swaks_to_smtp_sink_through_the_relay() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let relay_dir = tempfile::tempdir().unwrap();
+    let (_sink, sink_addr) = smtp_sink(sink_dir.path());
+    let (_relay, relay_addr) = sesrelay(
+        relay_dir.path(),
+        &standard_config(&format!("smtp://{sink_addr}")),
+    );
+
+    // The address default: joe@example.com → marketing, tagged team=growth.
+    let out = swaks(
+        relay_addr,
+        &[
+            "--from",
+            "joe@example.com",
+            "--to",
+            "bob@example.net",
+            "--header",
+            "Subject: smoke",
+        ],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swaks failed:\n{transcript}");
+    assert!(transcript.contains("<-  250 2.0.0 Ok "), "{transcript}");
+
+    // The header overrides the default; a second header is ignored.
+    let out = swaks(
+        relay_addr,
+        &[
+            "--from",
+            "ann@example.com",
+            "--to",
+            "carol@example.net",
+            "--add-header",
+            "X-SES-CONFIGURATION-SET: transactional",
+            "--add-header",
+            "X-SES-CONFIGURATION-SET: marketing",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let mut got = dumps(sink_dir.path(), 2);
+    assert_eq!(got.len(), 2, "smtp-sink received {} messages", got.len());
+    got.sort_by_key(|m| m.contains("bob@example.net"));
+    let (carol, bob) = (&got[0], &got[1]);
+
+    // smtp-sink writes LF line endings in its dump files.
+    let lines = |m: &str| m.replace("\r\n", "\n");
+    let bob = lines(bob);
+    assert!(bob.contains("X-Rcpt-Args: <bob@example.net>\n"), "{bob}");
+    assert!(bob.contains("X-Mail-Args: <joe@example.com>"), "{bob}");
+    assert!(
+        bob.contains("\tby sesrelay.local (sesrelay) with ESMTP id "),
+        "{bob}"
+    );
+    assert_eq!(bob.matches("X-SES-CONFIGURATION-SET:").count(), 1, "{bob}");
+    assert!(
+        bob.contains("\nX-SES-CONFIGURATION-SET: marketing\n"),
+        "{bob}"
+    );
+    assert!(bob.contains("\nX-SES-MESSAGE-TAGS: team=growth\n"), "{bob}");
+    assert!(bob.contains("\nSubject: smoke\n"), "{bob}");
+
+    let carol = lines(carol);
+    assert_eq!(
+        carol.matches("X-SES-CONFIGURATION-SET:").count(),
+        1,
+        "{carol}"
+    );
+    assert!(
+        carol.contains("\nX-SES-CONFIGURATION-SET: transactional\n"),
+        "{carol}"
+    );
+    assert!(!carol.contains("X-SES-MESSAGE-TAGS"), "{carol}");
+}
+
+#[test]
+fn swaks_sees_ses_rejections() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let out_dir = relay_dir.path().join("outbox");
+    let (_relay, relay_addr) = sesrelay(
+        relay_dir.path(),
+        &standard_config(&format!("dir:{}", out_dir.display())),
+    );
+    let rows = [
+        (
+            "someone@unverified.test",
+            "<** 554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: someone@unverified.test",
+        ),
+        (
+            "a@legacy.example.org",
+            "<** 554 5.3.0 Configuration Set does not exist: Configuration set <retired> does not exist.",
+        ),
+        (
+            "a@quiet.example.com",
+            "<** 554 5.7.1 Message rejected: Sending paused for this configuration set.",
+        ),
+    ];
+    for (from, expected) in rows {
+        let out = swaks(relay_addr, &["--from", from, "--to", "x@example.net"]);
+        let transcript = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{transcript}");
+        assert!(
+            transcript.contains(expected),
+            "expected {expected:?} in:\n{transcript}"
+        );
+    }
+    let written = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "a rejected message was written");
+}
+
+#[tokio::test]
+async fn python_smtplib_client() {
+    let upstream = Capture::start(Script::default()).await;
+    let relay = Relay::start(&standard_config(&upstream.url())).await;
+    let script = r#"
+import smtplib, sys, json
+port = int(sys.argv[1])
+out = {}
+with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+    s.ehlo("python.test")
+    out["features"] = sorted(s.esmtp_features)
+    msg = "From: joe@example.com\r\nTo: a@example.net\r\nSubject: from python\r\n\r\ncaf\u00e9\r\n.dot line\r\n"
+    refused = s.sendmail("joe@example.com", ["a@example.net"], msg.encode("utf-8"), mail_options=["BODY=8BITMIME"])
+    out["refused"] = refused
+    try:
+        s.sendmail("x@nowhere.test", ["a@example.net"], b"From: x@nowhere.test\r\n\r\nx\r\n")
+        out["error"] = None
+    except smtplib.SMTPDataError as e:
+        out["error"] = [e.smtp_code, e.smtp_error.decode()]
+print(json.dumps(out))
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(relay.addr.port().to_string())
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        result["features"],
+        serde_json::json!(["8bitmime", "enhancedstatuscodes", "pipelining", "size"])
+    );
+    assert_eq!(result["refused"], serde_json::json!({}));
+    assert_eq!(
+        result["error"],
+        serde_json::json!([
+            554,
+            "5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: x@nowhere.test"
+        ])
+    );
+    let got = upstream.wait_for(1).await;
+    assert_eq!(
+        header(&got[0].content, "X-SES-CONFIGURATION-SET"),
+        ["marketing"]
+    );
+    assert!(
+        got[0]
+            .content
+            .ends_with("\r\n\r\ncafé\r\n.dot line\r\n".as_bytes())
+    );
+    relay.stop().await;
+}
