@@ -14,49 +14,39 @@ async fn one_message(relay: &Relay, to: &[&str]) -> String {
     c.mail("joe@example.com", to, MESSAGE).await
 }
 
-#[tokio::test]
-async fn a_permanent_refusal_at_data_passes_through() {
+/// The client's reply to DATA when the upstream answers the message with `upstream_reply`.
+async fn client_reply_when_upstream_says(upstream_reply: &str) -> String {
     let upstream = Capture::start(Script {
-        data: "554 5.7.1 Message rejected: upstream says no".into(),
+        data: upstream_reply.into(),
         ..Script::default()
     })
     .await;
     let relay = Relay::start(&standard_config(&upstream.url())).await;
-    assert_eq!(
-        one_message(&relay, &["a@example.net"]).await,
-        "554 5.7.1 Message rejected: upstream says no"
-    );
+    let reply = one_message(&relay, &["a@example.net"]).await;
     relay.stop().await;
+    reply
 }
 
 #[tokio::test]
-async fn a_transient_refusal_at_data_passes_through_as_4xx() {
-    let upstream = Capture::start(Script {
-        data: "451 4.3.0 Try again later".into(),
-        ..Script::default()
-    })
-    .await;
-    let relay = Relay::start(&standard_config(&upstream.url())).await;
-    assert_eq!(
-        one_message(&relay, &["a@example.net"]).await,
-        "451 4.3.0 Try again later"
-    );
-    relay.stop().await;
-}
-
-#[tokio::test]
-async fn a_reply_without_enhanced_code_gets_one() {
-    let upstream = Capture::start(Script {
-        data: "550 mailbox unavailable".into(),
-        ..Script::default()
-    })
-    .await;
-    let relay = Relay::start(&standard_config(&upstream.url())).await;
-    assert_eq!(
-        one_message(&relay, &["a@example.net"]).await,
-        "550 5.0.0 mailbox unavailable"
-    );
-    relay.stop().await;
+async fn upstream_refusals_pass_through() {
+    let rows = [
+        // permanent
+        (
+            "554 5.7.1 Message rejected: upstream says no",
+            "554 5.7.1 Message rejected: upstream says no",
+        ),
+        // transient stays transient
+        ("451 4.3.0 Try again later", "451 4.3.0 Try again later"),
+        // without an enhanced code, the class default is added
+        ("550 mailbox unavailable", "550 5.0.0 mailbox unavailable"),
+        ("452 too busy", "452 4.0.0 too busy"),
+    ];
+    for (upstream_reply, client_reply) in rows {
+        assert_eq!(
+            client_reply_when_upstream_says(upstream_reply).await,
+            client_reply
+        );
+    }
 }
 
 #[tokio::test]

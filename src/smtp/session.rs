@@ -527,3 +527,137 @@ fn unsupported_rcpt_parameter(to: &RcptTo<Cow<'_, str>>) -> Option<&'static str>
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! In-memory sessions over a duplex pipe, with a handler that records what it gets.
+
+    use std::sync::Mutex;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    struct Recorder {
+        config: Arc<SessionConfig>,
+        got: Mutex<Vec<Transaction>>,
+    }
+
+    impl Handler for Recorder {
+        fn session_config(&self) -> Arc<SessionConfig> {
+            Arc::clone(&self.config)
+        }
+        fn check_sender(&self, address: &str) -> Result<(), Reply> {
+            if address.contains('@') {
+                Ok(())
+            } else {
+                Err(reply::bad_sender_syntax())
+            }
+        }
+        fn check_recipient(&self, address: &str) -> Result<(), Reply> {
+            if address.contains('@') {
+                Ok(())
+            } else {
+                Err(reply::bad_recipient_syntax())
+            }
+        }
+        async fn deliver(&self, transaction: Transaction) -> Reply {
+            self.got.lock().unwrap().push(transaction);
+            reply::accepted("ID")
+        }
+    }
+
+    /// Feeds `input` to a session (then EOF) and returns everything it wrote.
+    async fn dialogue(input: &[u8]) -> (String, Vec<Transaction>) {
+        let recorder = Recorder {
+            config: Arc::new(SessionConfig {
+                hostname: "relay.test".into(),
+                max_message_size: 100,
+                max_recipients: 2,
+                idle_timeout: Duration::from_secs(5),
+                trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            }),
+            got: Mutex::new(Vec::new()),
+        };
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(input).await.unwrap();
+        client_write.shutdown().await.unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        run(server, peer, &recorder, stopped).await.unwrap();
+        let mut out = String::new();
+        client_read.read_to_string(&mut out).await.unwrap();
+        (out, recorder.got.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_whole_pipelined_session() {
+        let (out, got) = dialogue(
+            b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<d@y>\r\n\
+DATA\r\nSubject: s\r\n\r\n..dot\n.\r\n.\r\nQUIT\r\n",
+        )
+        .await;
+        assert_eq!(
+            out,
+            "220 2.0.0 relay.test ESMTP sesrelay\r\n250-relay.test\r\n250-PIPELINING\r\n\
+250-SIZE 100\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+250 2.1.5 Ok\r\n452 4.5.3 Too many recipients\r\n354 End data with <CR><LF>.<CR><LF>\r\n\
+250 2.0.0 Ok ID\r\n221 2.0.0 Bye\r\n"
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].mail_from, "a@x");
+        assert_eq!(got[0].rcpt_to, ["b@y", "c@y"]);
+        assert_eq!(got[0].helo, "c");
+        assert!(got[0].esmtp);
+        // "..dot" unstuffed, its bare LF normalised; ".\r\n" after a bare LF is content.
+        assert_eq!(got[0].content, b"Subject: s\r\n\r\n.dot\r\n.\r\n");
+    }
+
+    #[tokio::test]
+    async fn eof_in_data_delivers_nothing() {
+        let (out, got) =
+            dialogue(b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: s\r\n").await;
+        assert!(
+            out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn oversized_content_is_not_handed_over() {
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n".to_vec();
+        input.extend_from_slice(&[b'z'; 99]);
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        let (out, got) = dialogue(&input).await;
+        assert!(
+            out.ends_with("552 5.3.4 Message is too long.\r\n221 2.0.0 Bye\r\n"),
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn untrusted_peers_get_554_and_nothing_else() {
+        let recorder = Recorder {
+            config: Arc::new(SessionConfig {
+                hostname: "relay.test".into(),
+                max_message_size: 100,
+                max_recipients: 2,
+                idle_timeout: Duration::from_secs(5),
+                trusted_networks: vec![],
+            }),
+            got: Mutex::new(Vec::new()),
+        };
+        let (client, server) = tokio::io::duplex(4096);
+        let (mut r, mut w) = tokio::io::split(client);
+        w.write_all(b"EHLO c\r\n").await.unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let peer: SocketAddr = "[::ffff:192.0.2.1]:25".parse().unwrap();
+        run(server, peer, &recorder, stopped).await.unwrap();
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "554 5.7.1 Access denied\r\n");
+    }
+}
