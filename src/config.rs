@@ -126,7 +126,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     hostname: Option<Spanned<String>>,
-    listen: Option<Vec<Spanned<String>>>,
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
     listen_tls: Option<Spanned<Vec<Spanned<String>>>>,
     region: Option<Spanned<String>>,
     max_message_size: Option<Spanned<i64>>,
@@ -280,7 +280,14 @@ impl Source<'_> {
             None => "sesrelay.local".to_owned(),
         };
         let listen = match raw.listen {
-            Some(list) => self.socket_addrs(list, "server.listen")?,
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(self.error(
+                    list.span(),
+                    "server.listen",
+                    "the relay needs at least one address to listen on",
+                ));
+            }
+            Some(list) => self.socket_addrs(list.into_inner(), "server.listen")?,
             None => vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
         };
         if let Some(list) = raw.listen_tls
