@@ -1,0 +1,3 @@
+//! The admin listener: the SES v2 API (`/v2/email/...`) over HTTP, with axum.
+
+pub mod sigv4;
