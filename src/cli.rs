@@ -268,6 +268,7 @@ fn resolve(path: &Path, from: &str, configuration_set: Option<String>) -> ExitCo
         sender: Vec::new(),
         configuration_set: configuration_set.map(|s| s.trim().to_owned()),
         tags: None,
+        api_tags: None,
     };
     let (text, code) = resolve_report(&config, &facts);
     print!("{text}");

@@ -69,6 +69,63 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// `[upstream] strip_ses_headers`: remove every `X-SES-*` header instead of setting them.
     pub strip_ses_headers: bool,
+    /// `[admin]`: the HTTP listener for the SES v2 API; none without the section.
+    pub admin: Option<AdminConfig>,
+    pub verification: VerificationConfig,
+    /// What the SES API reports beside the policy: names as written, tokens, resource tags.
+    pub resources: Resources,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Base of the links in verification messages.
+    pub public_url: String,
+    /// With keys, every API request must carry a SigV4 signature by one of them; without,
+    /// only loopback clients are served.
+    pub access_keys: Vec<AccessKey>,
+}
+
+/// An access key of `[admin] access_keys`, its secret read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+/// The `[verification]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationConfig {
+    /// From of verification messages.
+    pub sender: String,
+    pub link_ttl: Duration,
+    /// The HMAC key for verification links, from the variable `secret_env` names; `None`:
+    /// a key generated once and kept beside the config file.
+    pub secret: Option<Vec<u8>>,
+    /// DNS server for `_amazonses` TXT lookups; `None`: the system's resolvers.
+    pub dns_resolver: Option<SocketAddr>,
+}
+
+/// API-visible details of identities and sets, keyed by lower-cased name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub identities: BTreeMap<String, IdentityRecord>,
+    pub configuration_sets: BTreeMap<String, SetRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityRecord {
+    /// The name as written in the file.
+    pub name: String,
+    /// A domain's verification token: verified once TXT `_amazonses.<domain>` holds it.
+    pub verification_token: Option<String>,
+    pub resource_tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetRecord {
+    pub resource_tags: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -120,6 +177,33 @@ struct RawConfig {
     configuration_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
     #[serde(default)]
     identities: BTreeMap<Spanned<String>, RawIdentity>,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    verification: RawVerification,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    access_keys: Option<Vec<RawAccessKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessKey {
+    id: Spanned<String>,
+    secret_env: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerification {
+    sender: Option<Spanned<String>>,
+    link_ttl: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    dns_resolver: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +243,7 @@ struct RawUpstream {
 struct RawConfigurationSet {
     sending_enabled: Option<bool>,
     tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    resource_tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +251,8 @@ struct RawConfigurationSet {
 struct RawIdentity {
     verified: Option<bool>,
     default_configuration_set: Option<Spanned<String>>,
+    verification_token: Option<Spanned<String>>,
+    resource_tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -250,7 +337,12 @@ impl Source<'_> {
         let server = self.server(raw.server)?;
         let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
         let upstream = self.upstream(raw.upstream, &server.hostname)?;
-        let policy = self.policy(
+        let admin = match raw.admin {
+            Some(admin) => Some(self.admin(admin)?),
+            None => None,
+        };
+        let verification = self.verification(raw.verification, &server.hostname)?;
+        let (policy, resources) = self.policy(
             raw.policy,
             raw.configuration_sets,
             raw.identities,
@@ -262,6 +354,9 @@ impl Source<'_> {
             policy,
             upstream,
             strip_ses_headers,
+            admin,
+            verification,
+            resources,
         })
     }
 
@@ -415,6 +510,157 @@ impl Source<'_> {
         }
     }
 
+    fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let listen = match raw.listen {
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                self.error(
+                    l.span(),
+                    "admin.listen",
+                    format!(
+                        "{:?} is not an address and port such as \"127.0.0.1:2580\"",
+                        l.get_ref()
+                    ),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 2580)),
+        };
+        let public_url = match raw.public_url {
+            Some(u) => {
+                let ok = url::Url::parse(u.get_ref())
+                    .is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+                if !ok {
+                    return Err(self.error(
+                        u.span(),
+                        "admin.public_url",
+                        format!("{:?} is not an http:// or https:// URL", u.get_ref()),
+                    ));
+                }
+                u.into_inner().trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        let mut access_keys = Vec::new();
+        for (i, key) in raw.access_keys.unwrap_or_default().into_iter().enumerate() {
+            let id = key.id.get_ref();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(self.error(
+                    key.id.span(),
+                    format!("admin.access_keys[{i}].id"),
+                    "an access key id is letters and digits, such as \"AKIAIOSFODNN7EXAMPLE\"",
+                ));
+            }
+            let secret = std::env::var(key.secret_env.get_ref())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    self.error(
+                        key.secret_env.span(),
+                        format!("admin.access_keys[{i}].secret_env"),
+                        format!(
+                            "the environment variable {} is not set (or is empty or not UTF-8)",
+                            key.secret_env.get_ref()
+                        ),
+                    )
+                })?;
+            access_keys.push(AccessKey {
+                id: key.id.into_inner(),
+                secret,
+            });
+        }
+        Ok(AdminConfig {
+            listen,
+            public_url,
+            access_keys,
+        })
+    }
+
+    fn verification(
+        &self,
+        raw: RawVerification,
+        hostname: &str,
+    ) -> Result<VerificationConfig, ConfigError> {
+        let sender = match raw.sender {
+            Some(s) => {
+                if !is_address(s.get_ref()) {
+                    return Err(self.error(
+                        s.span(),
+                        "verification.sender",
+                        format!("{:?} is not an email address", s.get_ref()),
+                    ));
+                }
+                s.into_inner()
+            }
+            None => format!("no-reply@{hostname}"),
+        };
+        let link_ttl = match raw.link_ttl {
+            Some(t) => self.duration(&t, "verification.link_ttl")?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        let secret = match raw.secret_env {
+            Some(var) => {
+                let value = std::env::var(var.get_ref())
+                    .ok()
+                    .filter(|v| v.len() >= 16)
+                    .ok_or_else(|| {
+                        self.error(
+                            var.span(),
+                            "verification.secret_env",
+                            format!(
+                                "the environment variable {} must hold a secret of at least 16 characters",
+                                var.get_ref()
+                            ),
+                        )
+                    })?;
+                Some(value.into_bytes())
+            }
+            None => None,
+        };
+        let dns_resolver = match raw.dns_resolver {
+            Some(r) => Some(
+                r.get_ref()
+                    .parse::<SocketAddr>()
+                    .or_else(|_| r.get_ref().parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        self.error(
+                            r.span(),
+                            "verification.dns_resolver",
+                            format!(
+                                "{:?} is not an address such as \"127.0.0.1\" or \"127.0.0.1:5353\"",
+                                r.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(VerificationConfig {
+            sender,
+            link_ttl,
+            secret,
+            dns_resolver,
+        })
+    }
+
+    /// Resource tags (AWS tagging): keys 1-128 and values 0-256 characters.
+    fn resource_tags(
+        &self,
+        raw: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+        key: &str,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut tags = BTreeMap::new();
+        for (name, value) in raw.unwrap_or_default() {
+            if let Err(message) = validate_resource_tag(name.get_ref(), value.get_ref()) {
+                return Err(self.error(
+                    name.span(),
+                    format!("{key}.resource_tags.{}", quote_key(name.get_ref())),
+                    message,
+                ));
+            }
+            tags.insert(name.into_inner(), value.into_inner());
+        }
+        Ok(tags)
+    }
+
     fn upstream(&self, raw: RawUpstream, hostname: &str) -> Result<UpstreamSettings, ConfigError> {
         let target = parse_upstream_url(raw.url.get_ref())
             .map_err(|m| self.error(raw.url.span(), "upstream.url", m))?;
@@ -491,7 +737,8 @@ impl Source<'_> {
         raw_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
         raw_identities: BTreeMap<Spanned<String>, RawIdentity>,
         region: &str,
-    ) -> Result<Policy, ConfigError> {
+    ) -> Result<(Policy, Resources), ConfigError> {
+        let mut resources = Resources::default();
         let mut sets = BTreeMap::new();
         for (name, set) in raw_sets {
             if !is_valid_configuration_set_name(name.get_ref()) {
@@ -516,6 +763,13 @@ impl Source<'_> {
                 }
                 tags.insert(tag.into_inner(), value.into_inner());
             }
+            let set_key = format!("configuration_sets.{}", quote_key(name.get_ref()));
+            resources.configuration_sets.insert(
+                name.get_ref().clone(),
+                SetRecord {
+                    resource_tags: self.resource_tags(set.resource_tags, &set_key)?,
+                },
+            );
             sets.insert(
                 name.into_inner(),
                 ConfigurationSet {
@@ -559,6 +813,23 @@ impl Source<'_> {
                 }
                 None => None,
             };
+            let verification_token = match identity.verification_token {
+                Some(token) => {
+                    let ok = !token.get_ref().is_empty()
+                        && token.get_ref().len() <= 256
+                        && token.get_ref().bytes().all(|b| b.is_ascii_graphic());
+                    if !ok {
+                        return Err(self.error(
+                            token.span(),
+                            format!("{key}.verification_token"),
+                            "a verification token is 1-256 printable ASCII characters",
+                        ));
+                    }
+                    Some(token.into_inner())
+                }
+                None => None,
+            };
+            let resource_tags = self.resource_tags(identity.resource_tags, &key)?;
             identities.insert(
                 &lower,
                 Identity {
@@ -566,15 +837,24 @@ impl Source<'_> {
                     default_configuration_set,
                 },
             );
+            resources.identities.insert(
+                lower,
+                IdentityRecord {
+                    name: name.into_inner(),
+                    verification_token,
+                    resource_tags,
+                },
+            );
         }
 
-        Ok(Policy {
+        let policy = Policy {
             require_verified_sender: raw.require_verified_sender.unwrap_or(true),
             inherit_domain_default: raw.inherit_domain_default.unwrap_or(false),
             region: region.to_ascii_uppercase(),
             identities,
             configuration_sets: sets,
-        })
+        };
+        Ok((policy, resources))
     }
 }
 
@@ -711,8 +991,27 @@ pub fn is_domain(s: &str) -> bool {
         })
 }
 
+/// An email address: `local@domain`.
+pub fn is_address(s: &str) -> bool {
+    s.contains('@') && is_identity(s)
+}
+
+/// AWS resource tags: a key of 1-128 characters, a value of at most 256.
+pub fn validate_resource_tag(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(format!("a tag key is 1-128 characters, not {:?}", key));
+    }
+    if value.chars().count() > 256 {
+        return Err("a tag value is at most 256 characters".to_owned());
+    }
+    if key.chars().chain(value.chars()).any(char::is_control) {
+        return Err("tags hold no control characters".to_owned());
+    }
+    Ok(())
+}
+
 /// An email address (local@domain) or a domain name.
-fn is_identity(s: &str) -> bool {
+pub fn is_identity(s: &str) -> bool {
     match s.rsplit_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

@@ -96,6 +96,7 @@ impl Inspection {
             sender: self.sender.clone(),
             configuration_set: self.configuration_set.clone(),
             tags: self.tags.clone(),
+            api_tags: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The seam between the SMTP session and everything SES: parse → resolve → rewrite →
 //! upstream, and every outcome turned into the client's reply.
 
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
@@ -8,7 +9,7 @@ use crate::message::{self, Inspection, Rewrite, Trace};
 use crate::policy::{Decision, Rejection};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
-use crate::upstream::{Envelope, Upstream, UpstreamError};
+use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
 /// The configuration a message is judged against: one immutable snapshot.
 struct Snapshot {
@@ -65,7 +66,9 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
     match rejection {
         Rejection::MissingFrom | Rejection::InvalidTag(_) => reply::transaction_failed(&message),
         Rejection::NotVerified { .. } => reply::not_verified(&message),
-        Rejection::ConfigurationSetDoesNotExist(_) => reply::configuration_set_missing(&message),
+        Rejection::ConfigurationSetDoesNotExist(_) | Rejection::DefaultConfigurationSetDeleted(_) => {
+            reply::configuration_set_missing(&message)
+        }
         Rejection::SendingPaused(_) => reply::sending_paused(&message),
     }
 }
@@ -73,6 +76,137 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
 /// A new message id: a UUIDv7 (time-ordered, random) in 32 hex digits.
 pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// One message to judge and forward, from an SMTP session or the API.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub peer: IpAddr,
+    /// The HELO/EHLO name (the API uses the client's address).
+    pub helo: String,
+    /// `ESMTP`, `SMTP` or `HTTP`, for the `Received:` header.
+    pub protocol: &'static str,
+    /// The reverse path; empty for `<>`.
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub content: Vec<u8>,
+    /// A set named beside the message (the API's `ConfigurationSetName`): it overrides the
+    /// `X-SES-CONFIGURATION-SET` header.
+    pub configuration_set: Option<String>,
+    /// Tags given beside the message (the API's `EmailTags`): used instead of the header's.
+    pub tags: Option<Vec<(String, String)>>,
+}
+
+/// Why a submission was not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The SES rules refused it.
+    Rejected(Rejection),
+    /// The upstream did not take it.
+    Upstream(DeliveryError),
+}
+
+impl Refusal {
+    /// The SMTP reply for this refusal.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Refusal::Rejected(rejection) => rejection_reply(rejection),
+            Refusal::Upstream(e) => e.reply().clone(),
+        }
+    }
+}
+
+impl Relay {
+    /// Replaces the live configuration: messages whose DATA ends from now on are judged
+    /// against `config`. The upstream stays as it was built at start.
+    pub fn replace_config(&self, config: Config) {
+        let next = Arc::new(snapshot(config));
+        let mut guard = self.live.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = next;
+    }
+
+    /// Judges one message against the current configuration and forwards it; `Ok` holds
+    /// the message id, given only once the upstream has accepted.
+    pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
+        let config = self.config();
+        let id = new_message_id();
+        let inspection = Inspection::of(&submission.content);
+        let mut facts = inspection.facts(&submission.mail_from);
+        if let Some(set) = &submission.configuration_set {
+            facts.configuration_set = Some(set.clone());
+        }
+        facts.api_tags = submission.tags.clone();
+        let acceptance = match config.policy.resolve(&facts) {
+            Decision::Accept(acceptance) => acceptance,
+            Decision::Reject(rejection) => {
+                tracing::info!(
+                    %id, peer = %submission.peer, protocol = submission.protocol,
+                    from = %submission.mail_from, rcpts = submission.rcpt_to.len(),
+                    reply = %rejection_reply(&rejection), "message rejected"
+                );
+                return Err(Refusal::Rejected(rejection));
+            }
+        };
+        let received = message::received_header(&Trace {
+            helo: &submission.helo,
+            peer: submission.peer.to_canonical(),
+            protocol: submission.protocol,
+            hostname: &config.server.hostname,
+            id: &id,
+            recipient: match submission.rcpt_to.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            },
+            date: &message::rfc5322_now(),
+        });
+        let forwarded = message::rewrite(
+            &submission.content,
+            &inspection,
+            &Rewrite {
+                received: &received,
+                configuration_set: acceptance.configuration_set.as_deref(),
+                tags: &acceptance.tags,
+                strip_ses_headers: config.strip_ses_headers,
+            },
+        );
+        drop(inspection);
+        let envelope = Envelope {
+            mail_from: submission.mail_from,
+            rcpt_to: submission.rcpt_to,
+        };
+        let set = acceptance.configuration_set.as_deref().unwrap_or("-");
+        match self.upstream.deliver(&id, &envelope, &forwarded).await {
+            Ok(ack) => {
+                tracing::info!(
+                    %id, peer = %submission.peer, protocol = submission.protocol,
+                    from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
+                    size = forwarded.len(), configuration_set = %set, upstream = %ack,
+                    "message forwarded"
+                );
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    %id, peer = %submission.peer, protocol = submission.protocol,
+                    from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
+                    configuration_set = %set, reply = %e.reply(), "upstream did not take the message"
+                );
+                Err(Refusal::Upstream(e))
+            }
+        }
+    }
+
+    /// Sends a message sesrelay wrote itself (a verification request) straight to the
+    /// upstream: no policy, no rewrite.
+    pub async fn send_direct(&self, envelope: &Envelope, content: &[u8]) -> Result<String, DeliveryError> {
+        let id = new_message_id();
+        let result = self.upstream.deliver(&id, envelope, content).await;
+        match &result {
+            Ok(ack) => tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent"),
+            Err(e) => tracing::warn!(%id, from = %envelope.mail_from, reply = %e.reply(), "message of sesrelay's own not sent"),
+        }
+        result
+    }
 }
 
 impl Handler for Relay {
@@ -97,64 +231,19 @@ impl Handler for Relay {
     }
 
     async fn deliver(&self, tx: Transaction) -> Reply {
-        let config = self.config();
-        let id = new_message_id();
-        let inspection = Inspection::of(&tx.content);
-        let acceptance = match config.policy.resolve(&inspection.facts(&tx.mail_from)) {
-            Decision::Accept(acceptance) => acceptance,
-            Decision::Reject(rejection) => {
-                let reply = rejection_reply(&rejection);
-                tracing::info!(
-                    %id, peer = %tx.peer, from = %tx.mail_from, rcpts = tx.rcpt_to.len(),
-                    reply = %reply, "message rejected"
-                );
-                return reply;
-            }
-        };
-        let received = message::received_header(&Trace {
-            helo: &tx.helo,
-            peer: tx.peer.ip().to_canonical(),
+        let submission = Submission {
+            peer: tx.peer.ip(),
+            helo: tx.helo,
             protocol: if tx.esmtp { "ESMTP" } else { "SMTP" },
-            hostname: &config.server.hostname,
-            id: &id,
-            recipient: match tx.rcpt_to.as_slice() {
-                [only] => Some(only.as_str()),
-                _ => None,
-            },
-            date: &message::rfc5322_now(),
-        });
-        let forwarded = message::rewrite(
-            &tx.content,
-            &inspection,
-            &Rewrite {
-                received: &received,
-                configuration_set: acceptance.configuration_set.as_deref(),
-                tags: &acceptance.tags,
-                strip_ses_headers: config.strip_ses_headers,
-            },
-        );
-        drop(inspection);
-        let envelope = Envelope {
             mail_from: tx.mail_from,
             rcpt_to: tx.rcpt_to,
+            content: tx.content,
+            configuration_set: None,
+            tags: None,
         };
-        let set = acceptance.configuration_set.as_deref().unwrap_or("-");
-        match self.upstream.deliver(&id, &envelope, &forwarded).await {
-            Ok(ack) => {
-                tracing::info!(
-                    %id, peer = %tx.peer, from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
-                    size = forwarded.len(), configuration_set = %set, upstream = %ack,
-                    "message forwarded"
-                );
-                reply::accepted(&id)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    %id, peer = %tx.peer, from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
-                    configuration_set = %set, reply = %e.reply(), "upstream did not take the message"
-                );
-                e.reply().clone()
-            }
+        match self.submit(submission).await {
+            Ok(id) => reply::accepted(&id),
+            Err(refusal) => refusal.reply(),
         }
     }
 }
@@ -176,7 +265,11 @@ mod tests {
                 "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region LOCAL: a@x.com, b@y.com",
             ),
             (
-                Rejection::ConfigurationSetDoesNotExist("retired".into()),
+                Rejection::ConfigurationSetDoesNotExist("nosuch".into()),
+                "554 5.3.0 Configuration Set does not exist: Configuration set <nosuch> does not exist.",
+            ),
+            (
+                Rejection::DefaultConfigurationSetDeleted("retired".into()),
                 "554 5.3.0 Configuration Set does not exist: Configuration set <retired> does not exist.",
             ),
             (

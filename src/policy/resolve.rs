@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tags::{TagError, merge_tags, parse_tags};
+use super::tags::{TagError, merge_tags, parse_tags, validate_tag};
 use super::{ConfigurationSet, Policy};
 
 /// What a message says about itself, as far as the rules care.
@@ -19,6 +19,9 @@ pub struct MessageFacts {
     pub configuration_set: Option<String>,
     /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
     pub tags: Option<String>,
+    /// Tags given beside the message (the API's `EmailTags`): used alone, the header's
+    /// are then ignored, as SES does.
+    pub api_tags: Option<Vec<(String, String)>>,
 }
 
 /// The verdict on one message.
@@ -58,8 +61,10 @@ pub enum Rejection {
         region: String,
         addresses: Vec<String>,
     },
-    /// The named or default set does not exist (it was deleted, or never defined).
+    /// The set named for the message does not exist.
     ConfigurationSetDoesNotExist(String),
+    /// The sender's default set does not exist: it was deleted (SES: a bad request).
+    DefaultConfigurationSetDeleted(String),
     /// The set has `sending_enabled = false`.
     SendingPaused(String),
     /// `X-SES-MESSAGE-TAGS` holds a tag SES would refuse.
@@ -75,7 +80,8 @@ impl Rejection {
                 "Email address is not verified. The following identities failed the check in region {region}: {}",
                 addresses.join(", ")
             ),
-            Rejection::ConfigurationSetDoesNotExist(name) => {
+            Rejection::ConfigurationSetDoesNotExist(name)
+            | Rejection::DefaultConfigurationSetDeleted(name) => {
                 format!("Configuration set <{}> does not exist.", shown(name))
             }
             Rejection::SendingPaused(_) => "Sending paused for this configuration set.".to_owned(),
@@ -137,8 +143,13 @@ impl Policy {
         let set_tags = match &configuration_set {
             None => &no_tags,
             Some(name) => match self.configuration_sets.get(name) {
-                None => {
+                None if reason == SetReason::Header => {
                     return Decision::Reject(Rejection::ConfigurationSetDoesNotExist(name.clone()));
+                }
+                None => {
+                    return Decision::Reject(Rejection::DefaultConfigurationSetDeleted(
+                        name.clone(),
+                    ));
                 }
                 Some(ConfigurationSet {
                     sending_enabled: false,
@@ -148,11 +159,19 @@ impl Policy {
             },
         };
 
-        // Tags: the client's first header, then the set's.
-        let client_tags = match facts.tags.as_deref().map(parse_tags) {
-            None => Vec::new(),
-            Some(Ok(tags)) => tags,
-            Some(Err(e)) => return Decision::Reject(Rejection::InvalidTag(e)),
+        // Tags: the API's, else the client's first header; then the set's.
+        let client_tags = match (&facts.api_tags, facts.tags.as_deref()) {
+            (Some(tags), _) => {
+                if let Some(e) = tags.iter().find_map(|(n, v)| validate_tag(n, v).err()) {
+                    return Decision::Reject(Rejection::InvalidTag(e));
+                }
+                tags.clone()
+            }
+            (None, Some(header)) => match parse_tags(header) {
+                Ok(tags) => tags,
+                Err(e) => return Decision::Reject(Rejection::InvalidTag(e)),
+            },
+            (None, None) => Vec::new(),
         };
         Decision::Accept(Acceptance {
             configuration_set,
@@ -524,6 +543,8 @@ mod tests {
     #[test]
     fn long_header_set_names_are_cut_in_the_message() {
         let r = Rejection::ConfigurationSetDoesNotExist("x".repeat(500));
+        assert!(r.message().len() < 120);
+        let r = Rejection::DefaultConfigurationSetDeleted("x".repeat(500));
         assert!(r.message().len() < 120);
     }
 }
