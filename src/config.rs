@@ -88,10 +88,20 @@ pub struct AdminConfig {
 }
 
 /// An access key of `[admin] access_keys`, its secret read from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
     pub id: String,
     pub secret: String,
+}
+
+/// Debug output never shows the secret.
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The `[verification]` section.

@@ -32,6 +32,8 @@ enum SesHeader {
 pub struct Inspection {
     from: Option<Vec<String>>,
     sender: Vec<String>,
+    /// To, Cc and Bcc addresses, for a message submitted without an envelope (the API).
+    recipients: Vec<String>,
     configuration_set: Option<String>,
     tags: Option<String>,
     ses_headers: Vec<(Range<usize>, SesHeader)>,
@@ -56,6 +58,11 @@ impl Inspection {
                 HeaderName::Sender => {
                     if let Some(list) = addresses(&header.value) {
                         inspection.sender.extend(list);
+                    }
+                }
+                HeaderName::To | HeaderName::Cc | HeaderName::Bcc => {
+                    if let Some(list) = addresses(&header.value) {
+                        inspection.recipients.extend(list);
                     }
                 }
                 name => {
@@ -86,6 +93,16 @@ impl Inspection {
         }
         inspection.from = if from_ok { from } else { None };
         inspection
+    }
+
+    /// The first address of the From header, if it parses.
+    pub fn first_from(&self) -> Option<String> {
+        self.from.as_ref()?.first().cloned()
+    }
+
+    /// The To, Cc and Bcc addresses, in order.
+    pub fn recipients(&self) -> Vec<String> {
+        self.recipients.clone()
     }
 
     /// The policy's view of the message, given its envelope sender (`""` is `<>`).
@@ -126,6 +143,28 @@ fn addresses(value: &HeaderValue<'_>) -> Option<Vec<String>> {
 fn unfold(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     text.replace(['\r', '\n'], "").trim().to_owned()
+}
+
+/// `bytes` with every line ending made CRLF (a bare LF gains its CR), ending in CRLF: what
+/// the SMTP DATA reader produces, for a message that came another way (the API).
+pub fn crlf_line_endings(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut previous = 0u8;
+    for &b in bytes {
+        if b == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        previous = b;
+    }
+    if !out.ends_with(b"\r\n") {
+        if out.ends_with(b"\r") {
+            out.push(b'\n');
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
 }
 
 /// How to rewrite one accepted message.
@@ -370,6 +409,21 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
         };
         assert!(received_header(&t).contains("from h ([IPv6:::1])"));
         assert!(received_header(&t).ends_with("id abc;\r\n\tThu, 26 Nov 2026 13:14:42 +0000\r\n"));
+    }
+
+    #[test]
+    fn line_endings_become_crlf() {
+        assert_eq!(crlf_line_endings(b"a\nb\r\nc"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf_line_endings(b"a\r\n"), b"a\r\n");
+        assert_eq!(crlf_line_endings(b"a\rb\r"), b"a\rb\r\n");
+        assert_eq!(crlf_line_endings(b""), b"\r\n");
+    }
+
+    #[test]
+    fn recipients_and_first_from() {
+        let i = Inspection::of(b"From: a@x.com, b@x.com\r\nTo: t@y.com\r\nCc: c@y.com, d@y.com\r\nBcc: e@y.com\r\n\r\n");
+        assert_eq!(i.first_from().as_deref(), Some("a@x.com"));
+        assert_eq!(i.recipients(), ["t@y.com", "c@y.com", "d@y.com", "e@y.com"]);
     }
 
     #[test]

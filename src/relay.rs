@@ -66,7 +66,8 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
     match rejection {
         Rejection::MissingFrom | Rejection::InvalidTag(_) => reply::transaction_failed(&message),
         Rejection::NotVerified { .. } => reply::not_verified(&message),
-        Rejection::ConfigurationSetDoesNotExist(_) | Rejection::DefaultConfigurationSetDeleted(_) => {
+        Rejection::ConfigurationSetDoesNotExist(_)
+        | Rejection::DefaultConfigurationSetDeleted(_) => {
             reply::configuration_set_missing(&message)
         }
         Rejection::SendingPaused(_) => reply::sending_paused(&message),
@@ -121,7 +122,10 @@ impl Relay {
     /// against `config`. The upstream stays as it was built at start.
     pub fn replace_config(&self, config: Config) {
         let next = Arc::new(snapshot(config));
-        let mut guard = self.live.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *guard = next;
     }
 
@@ -198,12 +202,20 @@ impl Relay {
 
     /// Sends a message sesrelay wrote itself (a verification request) straight to the
     /// upstream: no policy, no rewrite.
-    pub async fn send_direct(&self, envelope: &Envelope, content: &[u8]) -> Result<String, DeliveryError> {
+    pub async fn send_direct(
+        &self,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<String, DeliveryError> {
         let id = new_message_id();
         let result = self.upstream.deliver(&id, envelope, content).await;
         match &result {
-            Ok(ack) => tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent"),
-            Err(e) => tracing::warn!(%id, from = %envelope.mail_from, reply = %e.reply(), "message of sesrelay's own not sent"),
+            Ok(ack) => {
+                tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent")
+            }
+            Err(e) => {
+                tracing::warn!(%id, from = %envelope.mail_from, reply = %e.reply(), "message of sesrelay's own not sent")
+            }
         }
         result
     }

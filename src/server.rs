@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::verification::VerificationError;
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::relay::Relay;
 use crate::smtp::listener;
@@ -15,6 +17,8 @@ use crate::upstream::UpstreamError;
 pub enum ServerError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Verification(#[from] VerificationError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -27,6 +31,8 @@ pub enum ServerError {
 pub struct Server {
     relay: Arc<Relay>,
     listeners: Vec<TcpListener>,
+    /// The admin API, when `[admin]` is configured.
+    admin: Option<(TcpListener, AdminState)>,
 }
 
 impl Server {
@@ -38,8 +44,27 @@ impl Server {
                 .map_err(|source| ServerError::Bind { addr, source })?;
             listeners.push(listener);
         }
+        let admin_addr = config.admin.as_ref().map(|a| a.listen);
         let relay = Arc::new(Relay::new(config)?);
-        Ok(Server { relay, listeners })
+        let admin = match admin_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?;
+                Some((listener, AdminState::new(Arc::clone(&relay))?))
+            }
+            None => None,
+        };
+        Ok(Server {
+            relay,
+            listeners,
+            admin,
+        })
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -59,8 +84,21 @@ impl Server {
         for addr in self.local_addrs() {
             tracing::info!(%addr, "listening for SMTP");
         }
+        let admin = self.admin.map(|(listener, state)| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "listening for the SES v2 API");
+            }
+            tokio::spawn(admin::serve(listener, state, shutdown.clone()))
+        });
         let max_connections = self.relay.config().server.max_connections;
         listener::serve(self.listeners, max_connections, self.relay, shutdown).await;
+        if let Some(admin) = admin {
+            match admin.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
+                Err(e) => tracing::error!(error = %e, "the admin listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         tracing::info!("all sessions ended");
     }
 }

@@ -1,0 +1,878 @@
+//! The SES v2 operations: request and response shapes as the botocore model gives them
+//! (`reference/sesv2-model-subset.json`), so that `aws sesv2 --endpoint-url ...` parses every
+//! answer and prints SES's own messages.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::error::ApiError;
+use crate::config::{self, Config};
+use crate::policy::{Rejection, is_valid_configuration_set_name};
+use crate::relay::{Refusal, Submission};
+use crate::upstream::DeliveryError;
+
+/// The body as JSON; an empty body is `{}`.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Tag {
+    key: String,
+    value: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagOut<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+fn tags_out(tags: &BTreeMap<String, String>) -> Vec<TagOut<'_>> {
+    tags.iter()
+        .map(|(key, value)| TagOut { key, value })
+        .collect()
+}
+
+fn resource_tags(tags: Vec<Tag>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        config::validate_resource_tag(&tag.key, &tag.value)
+            .map_err(|m| ApiError::bad_request(format!("Invalid tag: {m}.")))?;
+        if out.iter().any(|(k, _)| *k == tag.key) {
+            return Err(ApiError::bad_request(format!(
+                "Duplicate tag key <{}>.",
+                tag.key
+            )));
+        }
+        out.push((tag.key, tag.value));
+    }
+    Ok(out)
+}
+
+fn identity_type(name: &str) -> &'static str {
+    if name.contains('@') {
+        "EMAIL_ADDRESS"
+    } else {
+        "DOMAIN"
+    }
+}
+
+/// The paging parameters of the List operations: from the query string (GET, as the
+/// published model has it) or from a JSON body (POST, as newer botocore models send it).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListRequest {
+    page_size: Option<i64>,
+    next_token: Option<String>,
+}
+
+impl ListRequest {
+    fn from_query(query: Option<&str>) -> Result<ListRequest, ApiError> {
+        let mut req = ListRequest::default();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "PageSize" => {
+                    req.page_size = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request("PageSize must be a number from 1 to 1000.")
+                    })?);
+                }
+                "NextToken" => req.next_token = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// One page of `items` (sorted by name). `NextToken` is the last name of the previous page,
+/// base64-encoded.
+fn page<'a, T>(
+    items: impl Iterator<Item = (&'a str, T)>,
+    req: &ListRequest,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let page_size = match req.page_size {
+        None => 1000,
+        Some(n) if (1..=1000).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "PageSize must be a number from 1 to 1000.",
+            ));
+        }
+    };
+    let after = match &req.next_token {
+        None => None,
+        Some(token) => Some(
+            STANDARD
+                .decode(token.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::bad_request("Invalid NextToken."))?,
+        ),
+    };
+    let mut items = items.filter(|(name, _)| after.as_deref().is_none_or(|a| *name > a));
+    let mut out = Vec::new();
+    let mut last = None;
+    for (name, value) in items.by_ref().take(page_size) {
+        last = Some(name);
+        out.push(value);
+    }
+    let next = match (items.next(), last) {
+        (Some(_), Some(last)) => Some(STANDARD.encode(last)),
+        _ => None,
+    };
+    Ok((out, next))
+}
+
+// ---------------------------------------------------------------------------------------
+// Identities.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEmailIdentityRequest {
+    email_identity: String,
+    configuration_set_name: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+/// `DkimAttributes`: sesrelay signs nothing; for a domain, `Tokens` holds the token to
+/// publish as TXT `_amazonses.<domain>`.
+fn dkim_attributes(name: &str, verified: bool, token: Option<&str>) -> Value {
+    if name.contains('@') {
+        json!({ "SigningEnabled": false, "Status": "NOT_STARTED", "Tokens": [] })
+    } else {
+        json!({
+            "SigningEnabled": false,
+            "Status": if verified { "SUCCESS" } else { "PENDING" },
+            "Tokens": token.into_iter().collect::<Vec<_>>(),
+            "SigningAttributesOrigin": "AWS_SES",
+        })
+    }
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // getrandom failing is a broken system; a v7 UUID is still unpredictable enough
+        // to serve as a public token.
+        bytes[..16].copy_from_slice(uuid::Uuid::now_v7().as_bytes());
+    }
+    STANDARD.encode(bytes)
+}
+
+pub async fn create_email_identity(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateEmailIdentityRequest = parse(&body)?;
+    let name = req.email_identity.trim().to_owned();
+    if !config::is_identity(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid email identity <{name}>."
+        )));
+    }
+    let tags = resource_tags(req.tags)?;
+    let is_domain = !name.contains('@');
+    let token = is_domain.then(new_token);
+    state
+        .store
+        .edit(|editor, config| {
+            if config.policy.identities.get(&name).is_some() {
+                return Err(ApiError::already_exists(format!(
+                    "Email identity <{name}> already exists."
+                )));
+            }
+            if let Some(set) = &req.configuration_set_name
+                && !config.policy.configuration_sets.contains_key(set)
+            {
+                return Err(ApiError::no_configuration_set(set));
+            }
+            editor.add_identity(
+                &name,
+                req.configuration_set_name.as_deref(),
+                token.as_deref(),
+                &tags,
+            )
+        })
+        .await?;
+    tracing::info!(identity = %name, "email identity created");
+    if !is_domain {
+        state.send_verification(&name).await;
+    }
+    Ok(Json(json!({
+        "IdentityType": identity_type(&name),
+        "VerifiedForSendingStatus": false,
+        "DkimAttributes": dkim_attributes(&name, false, token.as_deref()),
+    }))
+    .into_response())
+}
+
+pub async fn get_email_identity(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut config = state.relay.config();
+    let identity = config
+        .policy
+        .identities
+        .get(&name)
+        .ok_or_else(|| ApiError::no_identity(&name))?;
+    if !identity.verified && !name.contains('@') {
+        // A pending domain: look for its TXT record now, as SES keeps doing.
+        if state.check_domain(&name).await {
+            config = state.relay.config();
+        }
+    }
+    let key = name.to_ascii_lowercase();
+    let identity = config
+        .policy
+        .identities
+        .get(&name)
+        .ok_or_else(|| ApiError::no_identity(&name))?;
+    let record = config.resources.identities.get(&key);
+    let token = record.and_then(|r| r.verification_token.as_deref());
+    let tags = record
+        .map(|r| tags_out(&r.resource_tags))
+        .unwrap_or_default();
+    let mut body = json!({
+        "IdentityType": identity_type(&name),
+        "FeedbackForwardingStatus": true,
+        "VerifiedForSendingStatus": identity.verified,
+        "DkimAttributes": dkim_attributes(&name, identity.verified, token),
+        "Policies": {},
+        "Tags": tags,
+        "VerificationStatus": if identity.verified { "SUCCESS" } else { "PENDING" },
+    });
+    if let Some(set) = &identity.default_configuration_set {
+        body["ConfigurationSetName"] = json!(set);
+    }
+    Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutConfigurationSetAttributesRequest {
+    configuration_set_name: Option<String>,
+}
+
+pub async fn put_email_identity_configuration_set_attributes(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PutConfigurationSetAttributesRequest = parse(&body)?;
+    state
+        .store
+        .edit(|editor, config| {
+            if config.policy.identities.get(&name).is_none() {
+                return Err(ApiError::no_identity(&name));
+            }
+            if let Some(set) = &req.configuration_set_name
+                && !config.policy.configuration_sets.contains_key(set)
+            {
+                return Err(ApiError::no_configuration_set(set));
+            }
+            editor.set_default_configuration_set(&name, req.configuration_set_name.as_deref())
+        })
+        .await?;
+    Ok(Json(json!({})).into_response())
+}
+
+pub async fn delete_email_identity(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .store
+        .edit(|editor, config| {
+            if config.policy.identities.get(&name).is_none() {
+                return Err(ApiError::no_identity(&name));
+            }
+            editor.remove_identity(&name)
+        })
+        .await?;
+    Ok(Json(json!({})).into_response())
+}
+
+pub async fn list_email_identities(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    list_identities(&state, &ListRequest::from_query(query.as_deref())?)
+}
+
+pub async fn list_email_identities_post(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    list_identities(&state, &parse(&body)?)
+}
+
+fn list_identities(state: &AdminState, req: &ListRequest) -> Result<Response, ApiError> {
+    let config = state.relay.config();
+    let entries = config.policy.identities.iter().map(|(key, identity)| {
+        let shown = config
+            .resources
+            .identities
+            .get(key)
+            .map_or(key, |r| r.name.as_str());
+        (
+            key,
+            json!({
+                "IdentityType": identity_type(key),
+                "IdentityName": shown,
+                "SendingEnabled": identity.verified,
+                "VerificationStatus": if identity.verified { "SUCCESS" } else { "PENDING" },
+            }),
+        )
+    });
+    let (items, next) = page(entries, req)?;
+    let mut body = json!({ "EmailIdentities": items });
+    if let Some(next) = next {
+        body["NextToken"] = json!(next);
+    }
+    Ok(Json(body).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration sets.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct SendingOptions {
+    sending_enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateConfigurationSetRequest {
+    configuration_set_name: String,
+    sending_options: Option<SendingOptions>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+fn check_set_name(name: &str) -> Result<(), ApiError> {
+    if is_valid_configuration_set_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Invalid configuration set name <{name}>: only alphanumeric ASCII characters, '_', and '-' are allowed, and at most 64 of them."
+        )))
+    }
+}
+
+pub async fn create_configuration_set(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateConfigurationSetRequest = parse(&body)?;
+    let name = req.configuration_set_name;
+    check_set_name(&name)?;
+    let tags = resource_tags(req.tags)?;
+    let enabled = req
+        .sending_options
+        .and_then(|o| o.sending_enabled)
+        .unwrap_or(true);
+    state
+        .store
+        .edit(|editor, config| {
+            if config.policy.configuration_sets.contains_key(&name) {
+                return Err(ApiError::already_exists(format!(
+                    "Configuration set <{name}> already exists."
+                )));
+            }
+            editor.add_configuration_set(&name, enabled, &tags)
+        })
+        .await?;
+    tracing::info!(configuration_set = %name, "configuration set created");
+    Ok(Json(json!({})).into_response())
+}
+
+pub async fn get_configuration_set(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let config = state.relay.config();
+    let set = config
+        .policy
+        .configuration_sets
+        .get(&name)
+        .ok_or_else(|| ApiError::no_configuration_set(&name))?;
+    let tags = config
+        .resources
+        .configuration_sets
+        .get(&name)
+        .map(|r| tags_out(&r.resource_tags))
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "ConfigurationSetName": name,
+        "SendingOptions": { "SendingEnabled": set.sending_enabled },
+        "Tags": tags,
+    }))
+    .into_response())
+}
+
+pub async fn delete_configuration_set(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .store
+        .edit(|editor, config| {
+            if !config.policy.configuration_sets.contains_key(&name) {
+                return Err(ApiError::no_configuration_set(&name));
+            }
+            // Identities that name it keep naming it: their mail now fails (a deleted set).
+            editor.remove_configuration_set(&name)
+        })
+        .await?;
+    tracing::info!(configuration_set = %name, "configuration set deleted");
+    Ok(Json(json!({})).into_response())
+}
+
+pub async fn list_configuration_sets(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    list_sets(&state, &ListRequest::from_query(query.as_deref())?)
+}
+
+pub async fn list_configuration_sets_post(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    list_sets(&state, &parse(&body)?)
+}
+
+fn list_sets(state: &AdminState, req: &ListRequest) -> Result<Response, ApiError> {
+    let config = state.relay.config();
+    let names = config
+        .policy
+        .configuration_sets
+        .keys()
+        .map(|k| (k.as_str(), k.as_str()));
+    let (items, next) = page(names, req)?;
+    let mut body = json!({ "ConfigurationSets": items });
+    if let Some(next) = next {
+        body["NextToken"] = json!(next);
+    }
+    Ok(Json(body).into_response())
+}
+
+pub async fn put_configuration_set_sending_options(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SendingOptions = parse(&body)?;
+    let enabled = req.sending_enabled.unwrap_or(false);
+    state
+        .store
+        .edit(|editor, config| {
+            if !config.policy.configuration_sets.contains_key(&name) {
+                return Err(ApiError::no_configuration_set(&name));
+            }
+            editor.set_sending_enabled(&name, enabled)
+        })
+        .await?;
+    Ok(Json(json!({})).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// SendEmail.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Destination {
+    #[serde(default)]
+    to_addresses: Vec<String>,
+    #[serde(default)]
+    cc_addresses: Vec<String>,
+    #[serde(default)]
+    bcc_addresses: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContentData {
+    data: String,
+    charset: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Body {
+    text: Option<ContentData>,
+    html: Option<ContentData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MessageHeader {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SimpleMessage {
+    subject: ContentData,
+    #[serde(default)]
+    body: Body,
+    #[serde(default)]
+    headers: Vec<MessageHeader>,
+    #[serde(default)]
+    attachments: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawMessage {
+    data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EmailContent {
+    simple: Option<SimpleMessage>,
+    raw: Option<RawMessage>,
+    template: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MessageTag {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendEmailRequest {
+    from_email_address: Option<String>,
+    destination: Option<Destination>,
+    #[serde(default)]
+    reply_to_addresses: Vec<String>,
+    content: EmailContent,
+    email_tags: Option<Vec<MessageTag>>,
+    configuration_set_name: Option<String>,
+}
+
+/// `Name <addr>` or `addr` → the bare address, checked.
+fn address_of(text: &str) -> Result<(lettre::message::Mailbox, String), ApiError> {
+    let mailbox: lettre::message::Mailbox = text
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid email address <{text}>.")))?;
+    let bare = mailbox.email.to_string();
+    Ok((mailbox, bare))
+}
+
+/// Builds the MIME message of `Content.Simple`.
+fn simple_message(
+    hostname: &str,
+    from: &lettre::message::Mailbox,
+    destination: &Destination,
+    reply_to: &[String],
+    simple: SimpleMessage,
+) -> Result<Vec<u8>, ApiError> {
+    use lettre::message::header::{HeaderName, HeaderValue};
+    use lettre::message::{Message, MultiPart, SinglePart};
+
+    if !simple.attachments.is_empty() {
+        return Err(ApiError::bad_request(
+            "Attachments in Content.Simple are not supported by sesrelay; send Content.Raw instead.",
+        ));
+    }
+    for part in [
+        Some(&simple.subject),
+        simple.body.text.as_ref(),
+        simple.body.html.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(charset) = &part.charset
+            && !charset.eq_ignore_ascii_case("utf-8")
+            && !charset.eq_ignore_ascii_case("us-ascii")
+        {
+            return Err(ApiError::bad_request(format!(
+                "Unsupported charset <{charset}>: sesrelay writes UTF-8."
+            )));
+        }
+    }
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .subject(simple.subject.data)
+        .date_now()
+        .message_id(Some(format!(
+            "<{}@{hostname}>",
+            uuid::Uuid::now_v7().simple()
+        )));
+    for to in &destination.to_addresses {
+        builder = builder.to(address_of(to)?.0);
+    }
+    for cc in &destination.cc_addresses {
+        builder = builder.cc(address_of(cc)?.0);
+    }
+    for r in reply_to {
+        builder = builder.reply_to(address_of(r)?.0);
+    }
+    for header in simple.headers {
+        let name = HeaderName::new_from_ascii(header.name.clone()).map_err(|_| {
+            ApiError::bad_request(format!("Invalid header name <{}>.", header.name))
+        })?;
+        if header.value.contains(['\r', '\n']) || !header.value.is_ascii() {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for header <{}>.",
+                header.name
+            )));
+        }
+        builder = builder.raw_header(HeaderValue::new(name, header.value));
+    }
+    // The envelope is sesrelay's own; lettre's only has to be well-formed.
+    let lettre_envelope =
+        lettre::address::Envelope::new(Some(from.email.clone()), vec![from.email.clone()])
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    builder = builder.envelope(lettre_envelope);
+    let message = match (simple.body.text, simple.body.html) {
+        (Some(text), Some(html)) => {
+            builder.multipart(MultiPart::alternative_plain_html(text.data, html.data))
+        }
+        (Some(text), None) => builder.singlepart(SinglePart::plain(text.data)),
+        (None, Some(html)) => builder.singlepart(SinglePart::html(html.data)),
+        (None, None) => builder.singlepart(SinglePart::plain(String::new())),
+    }
+    .map_err(|e| ApiError::bad_request(format!("Invalid message: {e}")))?;
+    Ok(message.formatted())
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Rejected(rejection) => {
+            let message = rejection.message();
+            match rejection {
+                Rejection::NotVerified { .. } => ApiError::message_rejected(message),
+                Rejection::ConfigurationSetDoesNotExist(_) => ApiError::not_found(message),
+                Rejection::DefaultConfigurationSetDeleted(_)
+                | Rejection::MissingFrom
+                | Rejection::InvalidTag(_) => ApiError::bad_request(message),
+                Rejection::SendingPaused(_) => ApiError::sending_paused(message),
+            }
+        }
+        Refusal::Upstream(DeliveryError::Permanent(reply)) => {
+            ApiError::message_rejected(reply.to_line())
+        }
+        Refusal::Upstream(DeliveryError::Transient(reply)) => {
+            ApiError::service_unavailable(reply.to_line())
+        }
+    }
+}
+
+pub async fn send_email(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SendEmailRequest = parse(&body)?;
+    let config = state.relay.config();
+    let destination = req.destination.unwrap_or_default();
+    let from = req
+        .from_email_address
+        .as_deref()
+        .map(address_of)
+        .transpose()?;
+    let content = match (req.content.simple, req.content.raw, req.content.template) {
+        (Some(simple), None, None) => {
+            let Some((mailbox, _)) = &from else {
+                return Err(ApiError::bad_request(
+                    "FromEmailAddress is required with Content.Simple.",
+                ));
+            };
+            simple_message(
+                &config.server.hostname,
+                mailbox,
+                &destination,
+                &req.reply_to_addresses,
+                simple,
+            )?
+        }
+        (None, Some(raw), None) => {
+            let bytes = STANDARD
+                .decode(raw.data.trim())
+                .map_err(|_| ApiError::bad_request("Content.Raw.Data is not valid base64."))?;
+            crate::message::crlf_line_endings(&bytes)
+        }
+        (None, None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Content.Template is not supported by sesrelay; send Simple or Raw content.",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "Content must hold exactly one of Simple, Raw and Template.",
+            ));
+        }
+    };
+    if content.len() > config.server.max_message_size {
+        return Err(ApiError::message_rejected("Message too long."));
+    }
+    let inspection = crate::message::Inspection::of(&content);
+    let mail_from = match from {
+        Some((_, bare)) => bare,
+        None => inspection
+            .first_from()
+            .ok_or_else(|| ApiError::bad_request("Missing required header 'From'."))?,
+    };
+    let mut rcpt_to = Vec::new();
+    let listed = [
+        &destination.to_addresses,
+        &destination.cc_addresses,
+        &destination.bcc_addresses,
+    ];
+    for address in listed.into_iter().flatten() {
+        rcpt_to.push(address_of(address)?.1);
+    }
+    if rcpt_to.is_empty() {
+        rcpt_to = inspection.recipients();
+    }
+    if rcpt_to.is_empty() {
+        return Err(ApiError::bad_request(
+            "The message must have at least one recipient: give Destination.",
+        ));
+    }
+    if rcpt_to.len() > config.server.max_recipients {
+        return Err(ApiError::message_rejected(format!(
+            "Recipient count exceeds {}.",
+            config.server.max_recipients
+        )));
+    }
+    let tags = req
+        .email_tags
+        .map(|tags| tags.into_iter().map(|t| (t.name, t.value)).collect());
+    let submission = Submission {
+        peer: peer.ip(),
+        helo: format!("[{}]", peer.ip().to_canonical()),
+        protocol: "HTTP",
+        mail_from,
+        rcpt_to,
+        content,
+        configuration_set: req.configuration_set_name,
+        tags,
+    };
+    match state.relay.submit(submission).await {
+        Ok(id) => Ok(Json(json!({ "MessageId": id })).into_response()),
+        Err(refusal) => Err(refusal_error(refusal)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The verification link, and anything else.
+// ---------------------------------------------------------------------------------------
+
+pub async fn verify_link(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Response {
+    let token = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let page = |status: axum::http::StatusCode, title: &str, text: &str| {
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+             <body><h1>{title}</h1><p>{}</p></body></html>",
+            html_escape(text)
+        );
+        (status, Html(html)).into_response()
+    };
+    let identity = match state.verifier.check(&token, SystemTime::now()) {
+        Ok(identity) => identity,
+        Err(e) => {
+            return page(
+                axum::http::StatusCode::BAD_REQUEST,
+                "Verification failed",
+                &e.to_string(),
+            );
+        }
+    };
+    let result = state
+        .store
+        .edit(|editor, config| {
+            if config.policy.identities.get(&identity).is_none() {
+                return Err(ApiError::no_identity(&identity));
+            }
+            editor.mark_verified(&identity)
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(%identity, "email address verified through its link");
+            page(
+                axum::http::StatusCode::OK,
+                "Email Address Verification Request was Successful",
+                &format!(
+                    "Congratulations! You have successfully verified the email address {identity}. \
+                     You can now start sending email from this address."
+                ),
+            )
+        }
+        Err(e) => page(e.status, "Verification failed", &e.message),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub async fn unknown_operation() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "sesrelay does not implement this operation.",
+    )
+}
+
+/// What a pending domain needs to be verified, for `check_domain`.
+pub fn pending_domains(config: &Config) -> Vec<(String, String)> {
+    config
+        .policy
+        .identities
+        .iter()
+        .filter(|(name, identity)| !identity.verified && !name.contains('@'))
+        .filter_map(|(name, _)| {
+            let token = config
+                .resources
+                .identities
+                .get(name)?
+                .verification_token
+                .clone()?;
+            Some((name.to_owned(), token))
+        })
+        .collect()
+}
