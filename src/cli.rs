@@ -226,6 +226,19 @@ pub fn check_report(config: &Config) -> String {
         };
         let _ = writeln!(out, "  {name:width$}  {kind:7}  {status:10}  {default}");
     }
+    for (name, identity) in policy.identities.iter() {
+        let token = config
+            .resources
+            .identities
+            .get(name)
+            .and_then(|r| r.verification_token.as_deref());
+        if let (false, Some(token)) = (identity.verified, token) {
+            let _ = writeln!(
+                out,
+                "pending: domain {name} is verified once TXT _amazonses.{name} holds \"{token}\""
+            );
+        }
+    }
     for warning in config.warnings() {
         let _ = writeln!(out, "warning: {warning}");
     }
