@@ -77,24 +77,30 @@ fn tool(name: &str, candidates: &[&str], package: &str) -> PathBuf {
 
 /// The aws CLI: `$SESRELAY_AWS_CLI`, else `aws` on PATH; it must answer `--version`.
 fn aws_cli() -> PathBuf {
-    let candidate = std::env::var_os("SESRELAY_AWS_CLI")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| command_v("aws"));
-    if let Some(path) = candidate
-        && Command::new(&path)
+    let runs = |path: &Path| {
+        Command::new(path)
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    {
-        return path;
+    };
+    let install = "`pip install awscli` (in a virtual environment), then put its `aws` on PATH \
+                   or set SESRELAY_AWS_CLI to its path (.ci/run does this)";
+    if let Some(path) = std::env::var_os("SESRELAY_AWS_CLI").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        if runs(&path) {
+            return path;
+        }
+        panic!(
+            "SESRELAY_AWS_CLI={} does not run `aws --version`: {install}",
+            path.display()
+        );
     }
-    panic!(
-        "the aws CLI is not installed: `pip install awscli` (in a virtual environment), then \
-         put it on PATH or set SESRELAY_AWS_CLI to its path (.ci/run does this)"
-    );
+    match command_v("aws") {
+        Some(path) if runs(&path) => path,
+        _ => panic!("the aws CLI is not installed: {install}"),
+    }
 }
 
 fn is_root() -> bool {
