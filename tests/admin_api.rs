@@ -822,8 +822,13 @@ async fn verification_links_verify_and_nothing_else_does() {
     // Expired: a link signed with the relay's own key, an hour past its expiry.
     let config = Config::load(&api.config_path()).unwrap();
     let verifier = Verifier::new(&config).unwrap();
+    let nonce = config.resources.identities["joe@example.com"]
+        .verification_token
+        .clone()
+        .expect("the identity keeps its link's nonce");
     let stale = verifier.token(
         "joe@example.com",
+        &nonce,
         SystemTime::now() - Duration::from_secs(3600),
     );
     let (status, body) = get(format!("/verify?token={stale}")).await;
@@ -850,15 +855,24 @@ async fn verification_links_verify_and_nothing_else_does() {
         api.file()
             .contains("[identities.\"joe@example.com\"]\nverified = true\n")
     );
-    // A link for an identity deleted since then verifies nothing.
+    // A link for an identity deleted since then verifies nothing, nor does it verify the
+    // identity when it is created again.
     api.ok(
         Method::DELETE,
         "/v2/email/identities/joe%40example.com",
         None,
     )
     .await;
-    let (status, body) = get(path).await;
+    let (status, body) = get(path.clone()).await;
     assert_eq!(status, 404, "{body}");
+    api.create_identity("joe@example.com", None).await;
+    let (status, body) = get(path).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no longer valid"), "{body}");
+    let got = api
+        .ok(Method::GET, "/v2/email/identities/joe%40example.com", None)
+        .await;
+    assert_eq!(got["VerificationStatus"], "PENDING");
     api.stop().await;
 }
 

@@ -277,6 +277,8 @@ impl std::fmt::Display for CliOut {
 struct Aws {
     bin: PathBuf,
     endpoint: String,
+    /// The access key the CLI signs with.
+    key: (&'static str, &'static str),
 }
 
 impl Aws {
@@ -289,8 +291,8 @@ impl Aws {
             }
         }
         let out = cmd
-            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIexample")
+            .env("AWS_ACCESS_KEY_ID", self.key.0)
+            .env("AWS_SECRET_ACCESS_KEY", self.key.1)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_DEFAULT_OUTPUT", "json")
             .env("AWS_PAGER", "")
@@ -426,6 +428,7 @@ fn seed_workflow_with_the_aws_cli() {
     let aws = Aws {
         bin: aws_bin,
         endpoint: format!("http://{admin}"),
+        key: ("AKIDEXAMPLE", "wJalrXUtnFEMIexample"),
     };
 
     // 1. A configuration set.
@@ -789,4 +792,85 @@ fn seed_workflow_with_the_aws_cli() {
     assert!(text.contains(trailing_comment), "{text}");
     drop(relay);
     eprintln!("the aws CLI workflow took {:?}", started.elapsed());
+}
+
+#[test]
+fn with_access_keys_the_cli_must_sign_with_one_of_them() {
+    let bin = aws_cli();
+    let dir = tempfile::tempdir().unwrap();
+    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("sesrelay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"{smtp}\"]\n\n[admin]\nlisten = \"{admin}\"\n\
+             access_keys = [{{ id = \"AKIDRELAY\", secret_env = \"RELAY_API_SECRET\" }}]\n\n\
+             [upstream]\nurl = \"dir:{}\"\n",
+            dir.path().join("outbox").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_sesrelay"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RELAY_API_SECRET", "the-relay-api-secret")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sesrelay starts"),
+    );
+    wait_for_port(admin, "sesrelay (admin)", &mut child);
+    let endpoint = format!("http://{admin}");
+    let signed = Aws {
+        bin: bin.clone(),
+        endpoint: endpoint.clone(),
+        key: ("AKIDRELAY", "the-relay-api-secret"),
+    };
+    signed.ok(&[
+        "create-configuration-set",
+        "--configuration-set-name",
+        "signed",
+    ]);
+    let listed = signed.ok(&["list-configuration-sets"]);
+    assert_eq!(listed["ConfigurationSets"], json!(["signed"]));
+    // Paths with percent-encoded characters are signed over their encoding, twice.
+    signed.fails(
+        &[
+            "get-email-identity",
+            "--email-identity",
+            "joe+x@example.com",
+        ],
+        "GetEmailIdentity",
+        "NotFoundException",
+        "Email identity <joe+x@example.com> does not exist.",
+    );
+    let wrong_secret = Aws {
+        bin: bin.clone(),
+        endpoint: endpoint.clone(),
+        key: ("AKIDRELAY", "not-the-secret"),
+    };
+    wrong_secret.fails(
+        &["list-configuration-sets"],
+        "ListConfigurationSets",
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided.",
+    );
+    let unknown = Aws {
+        bin,
+        endpoint,
+        key: ("AKIDSTRANGER", "whatever"),
+    };
+    unknown.fails(
+        &[
+            "create-configuration-set",
+            "--configuration-set-name",
+            "nope",
+        ],
+        "CreateConfigurationSet",
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    );
+    assert!(!std::fs::read_to_string(&config).unwrap().contains("nope"));
 }

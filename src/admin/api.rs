@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::error::ApiError;
+use super::verification::LinkError;
 use crate::config::{self, Config};
 use crate::policy::{Rejection, is_valid_configuration_set_name};
 use crate::relay::{Refusal, Submission};
@@ -195,7 +196,9 @@ pub async fn create_email_identity(
     }
     let tags = resource_tags(req.tags)?;
     let is_domain = !name.contains('@');
-    let token = is_domain.then(new_token);
+    // A domain's token goes into its TXT record; an address's is the nonce its
+    // verification link must match.
+    let token = new_token();
     state
         .store
         .edit(|editor, config| {
@@ -212,19 +215,19 @@ pub async fn create_email_identity(
             editor.add_identity(
                 &name,
                 req.configuration_set_name.as_deref(),
-                token.as_deref(),
+                Some(&token),
                 &tags,
             )
         })
         .await?;
     tracing::info!(identity = %name, "email identity created");
     if !is_domain {
-        state.send_verification(&name).await;
+        state.send_verification(&name, &token).await;
     }
     Ok(Json(json!({
         "IdentityType": identity_type(&name),
         "VerifiedForSendingStatus": false,
-        "DkimAttributes": dkim_attributes(&name, false, token.as_deref()),
+        "DkimAttributes": dkim_attributes(&name, false, Some(&token)),
     }))
     .into_response())
 }
@@ -808,8 +811,8 @@ pub async fn verify_link(State(state): State<AdminState>, RawQuery(query): RawQu
         );
         (status, Html(html)).into_response()
     };
-    let identity = match state.verifier.check(&token, SystemTime::now()) {
-        Ok(identity) => identity,
+    let (identity, nonce) = match state.verifier.check(&token, SystemTime::now()) {
+        Ok(checked) => checked,
         Err(e) => {
             return page(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -823,6 +826,14 @@ pub async fn verify_link(State(state): State<AdminState>, RawQuery(query): RawQu
         .edit(|editor, config| {
             if config.policy.identities.get(&identity).is_none() {
                 return Err(ApiError::no_identity(&identity));
+            }
+            let current = config
+                .resources
+                .identities
+                .get(&identity.to_ascii_lowercase())
+                .and_then(|r| r.verification_token.as_deref());
+            if current != Some(nonce.as_str()) {
+                return Err(ApiError::bad_request(LinkError::Superseded.to_string()));
             }
             editor.mark_verified(&identity)
         })

@@ -68,9 +68,12 @@ impl AdminState {
 
     /// Sends the verification message for a new email-address identity, through the
     /// upstream and not through the policy. A failure is logged: the identity stays pending.
-    pub async fn send_verification(&self, address: &str) {
+    pub async fn send_verification(&self, address: &str, nonce: &str) {
         let config = self.relay.config();
-        let Some(message) = self.verifier.message(&config, address, SystemTime::now()) else {
+        let Some(message) = self
+            .verifier
+            .message(&config, address, nonce, SystemTime::now())
+        else {
             tracing::warn!(%address, "cannot build a verification message for this address");
             return;
         };

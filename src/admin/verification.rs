@@ -1,8 +1,10 @@
 //! Identity verification, as SES does it.
 //!
 //! - An email address created through the API gets a message with a link. The link carries
-//!   an HMAC-signed token: the address and the moment the link expires (`link_ttl` after it
-//!   was sent). Opening it verifies the address.
+//!   an HMAC-signed token: the address, the nonce kept with the identity in the file
+//!   (`verification_token`) and the moment the link expires (`link_ttl` after it was sent).
+//!   Opening it verifies the address, if the identity still holds that nonce: a link sent
+//!   for an identity that was since deleted and created again verifies nothing.
 //! - A domain is verified when the TXT record `_amazonses.<domain>` holds its token (shown
 //!   by get-email-identity in `DkimAttributes.Tokens`), looked up through hickory-resolver.
 //!
@@ -54,6 +56,10 @@ pub enum LinkError {
     Tampered,
     #[error("This verification link has expired. Create the identity again to get a new one.")]
     Expired,
+    #[error(
+        "This verification link is no longer valid: the identity was created again since it was sent."
+    )]
+    Superseded,
 }
 
 pub struct Verifier {
@@ -90,12 +96,12 @@ impl Verifier {
         })
     }
 
-    /// A token for `identity` that expires at `expires`.
-    pub fn token(&self, identity: &str, expires: SystemTime) -> String {
+    /// A token for `identity` (created with `nonce`) that expires at `expires`.
+    pub fn token(&self, identity: &str, nonce: &str, expires: SystemTime) -> String {
         let expiry = expires
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let payload = format!("{expiry}:{identity}");
+        let payload = format!("{expiry}:{nonce}:{identity}");
         let signature = self.sign(payload.as_bytes());
         format!(
             "{}.{}",
@@ -104,8 +110,9 @@ impl Verifier {
         )
     }
 
-    /// The identity a token verifies, if it is genuine and not expired at `now`.
-    pub fn check(&self, token: &str, now: SystemTime) -> Result<String, LinkError> {
+    /// The identity a token verifies and its nonce, if it is genuine and not expired at
+    /// `now`.
+    pub fn check(&self, token: &str, now: SystemTime) -> Result<(String, String), LinkError> {
         let (payload, signature) = token.split_once('.').ok_or(LinkError::Malformed)?;
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
@@ -118,13 +125,14 @@ impl Verifier {
         mac.verify_slice(&signature)
             .map_err(|_| LinkError::Tampered)?;
         let payload = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
-        let (expiry, identity) = payload.split_once(':').ok_or(LinkError::Malformed)?;
+        let (expiry, rest) = payload.split_once(':').ok_or(LinkError::Malformed)?;
+        let (nonce, identity) = rest.split_once(':').ok_or(LinkError::Malformed)?;
         let expiry: u64 = expiry.parse().map_err(|_| LinkError::Malformed)?;
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if now >= expiry {
             return Err(LinkError::Expired);
         }
-        Ok(identity.to_owned())
+        Ok((identity.to_owned(), nonce.to_owned()))
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -139,14 +147,21 @@ impl Verifier {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// The verification message for `address`, sent at `now`, as the upstream gets it.
-    pub fn message(&self, config: &Config, address: &str, now: SystemTime) -> Option<Vec<u8>> {
+    /// The verification message for `address` (created with `nonce`), sent at `now`, as
+    /// the upstream gets it.
+    pub fn message(
+        &self,
+        config: &Config,
+        address: &str,
+        nonce: &str,
+        now: SystemTime,
+    ) -> Option<Vec<u8>> {
         let admin = config.admin.as_ref()?;
         let ttl = config.verification.link_ttl;
         let link = format!(
             "{}/verify?token={}",
             admin.public_url,
-            self.token(address, now + ttl)
+            self.token(address, nonce, now + ttl)
         );
         let region = &config.policy.region;
         let text = format!(
@@ -289,12 +304,10 @@ mod tests {
     fn links_verify_until_they_expire() {
         let v = verifier(b"0123456789abcdef0123456789abcdef");
         let sent = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let token = v.token("joe@example.com", sent + Duration::from_secs(86_400));
-        assert_eq!(v.check(&token, sent), Ok("joe@example.com".to_owned()));
-        assert_eq!(
-            v.check(&token, sent + Duration::from_secs(86_399)),
-            Ok("joe@example.com".to_owned())
-        );
+        let token = v.token("joe@example.com", "n1", sent + Duration::from_secs(86_400));
+        let genuine = Ok(("joe@example.com".to_owned(), "n1".to_owned()));
+        assert_eq!(v.check(&token, sent), genuine);
+        assert_eq!(v.check(&token, sent + Duration::from_secs(86_399)), genuine);
         assert_eq!(
             v.check(&token, sent + Duration::from_secs(86_400)),
             Err(LinkError::Expired)
@@ -305,7 +318,7 @@ mod tests {
     fn tampered_links_are_refused() {
         let v = verifier(b"0123456789abcdef0123456789abcdef");
         let sent = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let token = v.token("joe@example.com", sent + Duration::from_secs(60));
+        let token = v.token("joe@example.com", "n1", sent + Duration::from_secs(60));
         let (payload, signature) = token.split_once('.').unwrap();
         // Another identity, or a later expiry, under the same signature.
         for forged in [
