@@ -243,10 +243,10 @@ pub async fn get_email_identity(
         .get(&name)
         .ok_or_else(|| ApiError::no_identity(&name))?;
     if !identity.verified && !name.contains('@') {
-        // A pending domain: look for its TXT record now, as SES keeps doing.
-        if state.check_domain(&name).await {
-            config = state.relay.config();
-        }
+        // A pending domain: look for its TXT record now, as SES keeps doing. Read the
+        // configuration again either way: the background checker may have been quicker.
+        state.check_domain(&name).await;
+        config = state.relay.config();
     }
     let key = name.to_ascii_lowercase();
     let identity = config
