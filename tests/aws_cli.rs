@@ -8,72 +8,16 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
+mod common;
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Running) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.0.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("{what} exited with {status} before listening: {err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} is not listening on {addr}");
-}
-
-fn command_v(name: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn tool(name: &str, candidates: &[&str], package: &str) -> PathBuf {
-    for c in candidates {
-        let p = Path::new(c);
-        if p.is_file() {
-            return p.to_owned();
-        }
-    }
-    if let Some(p) = command_v(name) {
-        return p;
-    }
-    panic!("{name} is not installed: `apt-get install {package}` (.ci/run does this)");
-}
+use common::peers::{command_v, free_port, sesrelay, smtp_sink, swaks};
 
 /// The aws CLI: `$SESRELAY_AWS_CLI`, else `aws` on PATH; it must answer `--version`.
 fn aws_cli() -> PathBuf {
@@ -101,59 +45,6 @@ fn aws_cli() -> PathBuf {
         Some(path) if runs(&path) => path,
         _ => panic!("the aws CLI is not installed: {install}"),
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Starts Postfix's smtp-sink dumping each message into `dir`.
-fn smtp_sink(dir: &Path) -> (Running, SocketAddr) {
-    let sink = tool("smtp-sink", &["/usr/sbin/smtp-sink"], "postfix");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(sink);
-    if is_root() {
-        // smtp-sink refuses to run as root; the dump directory must be writable by nobody.
-        cmd.args(["-u", "nobody"]);
-        let _ = Command::new("chmod").arg("777").arg(dir).status();
-    }
-    let template = format!("{}/%Y%m%d%H%M%S.", dir.display());
-    cmd.args(["-d", &template, &addr.to_string(), "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = Running(cmd.spawn().expect("smtp-sink starts"));
-    wait_for_port(addr, "smtp-sink", &mut child);
-    (child, addr)
-}
-
-/// Starts the sesrelay binary on `config`, waiting for its SMTP and admin listeners.
-fn sesrelay(config: &Path, smtp: SocketAddr, admin: SocketAddr) -> Running {
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_sesrelay"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sesrelay starts"),
-    );
-    wait_for_port(smtp, "sesrelay (SMTP)", &mut child);
-    wait_for_port(admin, "sesrelay (admin)", &mut child);
-    child
-}
-
-fn swaks(server: SocketAddr, args: &[&str]) -> Output {
-    let swaks = tool("swaks", &["/usr/bin/swaks"], "swaks");
-    Command::new(swaks)
-        .args(["--server", &server.to_string(), "--timeout", "20"])
-        .args(args)
-        .output()
-        .expect("swaks runs")
 }
 
 /// swaks sending from sender@example.com with `subject` and `body`; the transcript.
@@ -424,7 +315,7 @@ fn seed_workflow_with_the_aws_cli() {
         ),
     )
     .unwrap();
-    let mut relay = sesrelay(&config_path, smtp, admin);
+    let mut relay = sesrelay(&config_path, &[], &[smtp, admin]);
     let aws = Aws {
         bin: aws_bin,
         endpoint: format!("http://{admin}"),
@@ -758,7 +649,7 @@ fn seed_workflow_with_the_aws_cli() {
 
     // 11. Everything is in the file: a restart (after SIGKILL) keeps it all.
     drop(relay);
-    relay = sesrelay(&config_path, smtp, admin);
+    relay = sesrelay(&config_path, &[], &[smtp, admin]);
     let identity = aws.ok(&[
         "get-email-identity",
         "--email-identity",
@@ -811,17 +702,11 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         ),
     )
     .unwrap();
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_sesrelay"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RELAY_API_SECRET", "the-relay-api-secret")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sesrelay starts"),
+    let _relay = sesrelay(
+        &config,
+        &[("RELAY_API_SECRET", "the-relay-api-secret")],
+        &[admin],
     );
-    wait_for_port(admin, "sesrelay (admin)", &mut child);
     let endpoint = format!("http://{admin}");
     let signed = Aws {
         bin: bin.clone(),

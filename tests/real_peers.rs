@@ -4,100 +4,16 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::peers::{Running, free_addr, sesrelay, smtp_sink, swaks};
 use common::{Capture, Relay, Script, header, standard_config};
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Running) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.0.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("{what} exited with {status} before listening: {err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} is not listening on {addr}");
-}
-
-fn tool(name: &str, candidates: &[&str], package: &str) -> PathBuf {
-    for c in candidates {
-        let p = Path::new(c);
-        if p.is_file() {
-            return p.to_owned();
-        }
-    }
-    if let Ok(out) = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        && out.status.success()
-    {
-        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    }
-    panic!("{name} is not installed: `apt-get install {package}` (.ci/run does this)");
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Starts Postfix's smtp-sink dumping each message into `dir`.
-fn smtp_sink(dir: &Path) -> (Running, SocketAddr) {
-    let sink = tool("smtp-sink", &["/usr/sbin/smtp-sink"], "postfix");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut cmd = Command::new(sink);
-    if is_root() {
-        // smtp-sink refuses to run as root; the dump directory must be writable by nobody.
-        cmd.args(["-u", "nobody"]);
-        let _ = Command::new("chmod").arg("777").arg(dir).status();
-    }
-    let template = format!("{}/%Y%m%d%H%M%S.", dir.display());
-    cmd.args(["-d", &template, &addr.to_string(), "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = Running(cmd.spawn().expect("smtp-sink starts"));
-    wait_for_port(addr, "smtp-sink", &mut child);
-    (child, addr)
-}
-
 /// Starts the sesrelay binary on a fresh port with `config` (TOML without server.listen).
-fn sesrelay(dir: &Path, config: &str) -> (Running, SocketAddr) {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+fn start_relay(dir: &Path, config: &str) -> (Running, SocketAddr) {
+    let addr = free_addr();
     let config = config.replacen(
         "[server]\n",
         &format!("[server]\nlisten = [\"{addr}\"]\n"),
@@ -105,26 +21,7 @@ fn sesrelay(dir: &Path, config: &str) -> (Running, SocketAddr) {
     );
     let path = dir.join("sesrelay.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_sesrelay"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sesrelay starts"),
-    );
-    wait_for_port(addr, "sesrelay", &mut child);
-    (child, addr)
-}
-
-fn swaks(server: SocketAddr, args: &[&str]) -> Output {
-    let swaks = tool("swaks", &["/usr/bin/swaks"], "swaks");
-    Command::new(swaks)
-        .args(["--server", &server.to_string(), "--timeout", "20"])
-        .args(args)
-        .output()
-        .expect("swaks runs")
+    (sesrelay(&path, &[], &[addr]), addr)
 }
 
 /// The dumped messages of smtp-sink in `dir`, waiting until there are `n` of them.
@@ -154,7 +51,7 @@ fn swaks_to_smtp_sink_through_the_relay() {
     let sink_dir = tempfile::tempdir().unwrap();
     let relay_dir = tempfile::tempdir().unwrap();
     let (_sink, sink_addr) = smtp_sink(sink_dir.path());
-    let (_relay, relay_addr) = sesrelay(
+    let (_relay, relay_addr) = start_relay(
         relay_dir.path(),
         &standard_config(&format!("smtp://{sink_addr}")),
     );
@@ -234,7 +131,7 @@ fn swaks_to_smtp_sink_through_the_relay() {
 fn swaks_sees_ses_rejections() {
     let relay_dir = tempfile::tempdir().unwrap();
     let out_dir = relay_dir.path().join("outbox");
-    let (_relay, relay_addr) = sesrelay(
+    let (_relay, relay_addr) = start_relay(
         relay_dir.path(),
         &standard_config(&format!("dir:{}", out_dir.display())),
     );

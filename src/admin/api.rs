@@ -145,6 +145,19 @@ fn page<'a, T>(
     Ok((out, next))
 }
 
+/// `{"<field>": [...], "NextToken": ...}`.
+fn list_body<T: Serialize>(
+    field: &str,
+    (items, next): (Vec<T>, Option<String>),
+) -> Result<Response, ApiError> {
+    let mut body = serde_json::Map::new();
+    body.insert(field.to_owned(), json!(items));
+    if let Some(next) = next {
+        body.insert("NextToken".to_owned(), json!(next));
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
 // ---------------------------------------------------------------------------------------
 // Identities.
 // ---------------------------------------------------------------------------------------
@@ -351,12 +364,7 @@ fn list_identities(state: &AdminState, req: &ListRequest) -> Result<Response, Ap
             }),
         )
     });
-    let (items, next) = page(entries, req)?;
-    let mut body = json!({ "EmailIdentities": items });
-    if let Some(next) = next {
-        body["NextToken"] = json!(next);
-    }
-    Ok(Json(body).into_response())
+    list_body("EmailIdentities", page(entries, req)?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -478,12 +486,7 @@ fn list_sets(state: &AdminState, req: &ListRequest) -> Result<Response, ApiError
         .configuration_sets
         .keys()
         .map(|k| (k.as_str(), k.as_str()));
-    let (items, next) = page(names, req)?;
-    let mut body = json!({ "ConfigurationSets": items });
-    if let Some(next) = next {
-        body["NextToken"] = json!(next);
-    }
-    Ok(Json(body).into_response())
+    list_body("ConfigurationSets", page(names, req)?)
 }
 
 pub async fn put_configuration_set_sending_options(
