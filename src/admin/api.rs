@@ -88,6 +88,20 @@ pub struct ListRequest {
     next_token: Option<String>,
 }
 
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ListRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if req.method() == axum::http::Method::GET {
+            return ListRequest::from_query(req.uri().query());
+        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
+        parse(&body)
+    }
+}
+
 impl ListRequest {
     fn from_query(query: Option<&str>) -> Result<ListRequest, ApiError> {
         let mut req = ListRequest::default();
@@ -334,19 +348,8 @@ pub async fn delete_email_identity(
 
 pub async fn list_email_identities(
     State(state): State<AdminState>,
-    RawQuery(query): RawQuery,
+    req: ListRequest,
 ) -> Result<Response, ApiError> {
-    list_identities(&state, &ListRequest::from_query(query.as_deref())?)
-}
-
-pub async fn list_email_identities_post(
-    State(state): State<AdminState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    list_identities(&state, &parse(&body)?)
-}
-
-fn list_identities(state: &AdminState, req: &ListRequest) -> Result<Response, ApiError> {
     let config = state.relay.config();
     let entries = config.policy.identities.iter().map(|(key, identity)| {
         let shown = config
@@ -364,7 +367,7 @@ fn list_identities(state: &AdminState, req: &ListRequest) -> Result<Response, Ap
             }),
         )
     });
-    list_body("EmailIdentities", page(entries, req)?)
+    list_body("EmailIdentities", page(entries, &req)?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -467,26 +470,15 @@ pub async fn delete_configuration_set(
 
 pub async fn list_configuration_sets(
     State(state): State<AdminState>,
-    RawQuery(query): RawQuery,
+    req: ListRequest,
 ) -> Result<Response, ApiError> {
-    list_sets(&state, &ListRequest::from_query(query.as_deref())?)
-}
-
-pub async fn list_configuration_sets_post(
-    State(state): State<AdminState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    list_sets(&state, &parse(&body)?)
-}
-
-fn list_sets(state: &AdminState, req: &ListRequest) -> Result<Response, ApiError> {
     let config = state.relay.config();
     let names = config
         .policy
         .configuration_sets
         .keys()
         .map(|k| (k.as_str(), k.as_str()));
-    list_body("ConfigurationSets", page(names, req)?)
+    list_body("ConfigurationSets", page(names, &req)?)
 }
 
 pub async fn put_configuration_set_sending_options(

@@ -164,11 +164,11 @@ pub fn router(state: AdminState) -> Router {
         // Newer botocore models list with POST and a JSON body.
         .route(
             "/v2/email/list-identities",
-            post(api::list_email_identities_post),
+            post(api::list_email_identities),
         )
         .route(
             "/v2/email/list-configuration-sets",
-            post(api::list_configuration_sets_post),
+            post(api::list_configuration_sets),
         )
         .route("/v2/email/outbound-emails", post(api::send_email))
         .fallback(api::unknown_operation)
