@@ -71,10 +71,7 @@ async fn one_refused_recipient_fails_the_whole_message() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_451() {
     // A port that was just free: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::peers::free_port();
     let relay = Relay::start(&standard_config(&format!("smtp://127.0.0.1:{port}"))).await;
     assert_eq!(
         one_message(&relay, &["a@example.net"]).await,

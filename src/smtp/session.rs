@@ -567,8 +567,13 @@ mod tests {
         }
     }
 
-    /// Feeds `input` to a session (then EOF) and returns everything it wrote.
+    /// Feeds `input` to a session from 127.0.0.1 (then EOF); returns everything it wrote.
     async fn dialogue(input: &[u8]) -> (String, Vec<Transaction>) {
+        dialogue_from("127.0.0.1:4000".parse().unwrap(), input).await
+    }
+
+    /// The same from `peer`; only 127.0.0.0/8 is trusted.
+    async fn dialogue_from(peer: SocketAddr, input: &[u8]) -> (String, Vec<Transaction>) {
         let recorder = Recorder {
             config: Arc::new(SessionConfig {
                 hostname: "relay.test".into(),
@@ -584,7 +589,6 @@ mod tests {
         client_write.write_all(input).await.unwrap();
         client_write.shutdown().await.unwrap();
         let (_stop, stopped) = watch::channel(false);
-        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         run(server, peer, &recorder, stopped).await.unwrap();
         let mut out = String::new();
         client_read.read_to_string(&mut out).await.unwrap();
@@ -640,24 +644,9 @@ DATA\r\nSubject: s\r\n\r\n..dot\n.\r\n.\r\nQUIT\r\n",
 
     #[tokio::test]
     async fn untrusted_peers_get_554_and_nothing_else() {
-        let recorder = Recorder {
-            config: Arc::new(SessionConfig {
-                hostname: "relay.test".into(),
-                max_message_size: 100,
-                max_recipients: 2,
-                idle_timeout: Duration::from_secs(5),
-                trusted_networks: vec![],
-            }),
-            got: Mutex::new(Vec::new()),
-        };
-        let (client, server) = tokio::io::duplex(4096);
-        let (mut r, mut w) = tokio::io::split(client);
-        w.write_all(b"EHLO c\r\n").await.unwrap();
-        let (_stop, stopped) = watch::channel(false);
         let peer: SocketAddr = "[::ffff:192.0.2.1]:25".parse().unwrap();
-        run(server, peer, &recorder, stopped).await.unwrap();
-        let mut out = String::new();
-        r.read_to_string(&mut out).await.unwrap();
+        let (out, got) = dialogue_from(peer, b"EHLO c\r\n").await;
         assert_eq!(out, "554 5.7.1 Access denied\r\n");
+        assert!(got.is_empty());
     }
 }
