@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub max_recipients: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Budget for all message bytes held at once (SPEC 9); past it DATA gets 452 4.3.1.
+    pub max_inflight_bytes: u64,
+    /// After SIGTERM, sessions still open after this long get 421 4.3.2 and are closed.
+    pub shutdown_timeout: Duration,
     pub trusted_networks: Vec<IpNet>,
 }
 
@@ -227,6 +231,8 @@ struct RawServer {
     max_recipients: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     idle_timeout: Option<Spanned<String>>,
+    max_inflight_bytes: Option<Spanned<i64>>,
+    shutdown_timeout: Option<Spanned<String>>,
     trusted_networks: Option<Vec<Spanned<String>>>,
 }
 
@@ -430,6 +436,13 @@ impl Source<'_> {
             Some(d) => self.duration(&d, "server.idle_timeout")?,
             None => Duration::from_secs(300),
         };
+        let max_inflight_bytes =
+            self.positive(raw.max_inflight_bytes, "server.max_inflight_bytes", 268_435_456)?
+                as u64;
+        let shutdown_timeout = match raw.shutdown_timeout {
+            Some(d) => self.duration(&d, "server.shutdown_timeout")?,
+            None => Duration::from_secs(25),
+        };
         let trusted_networks = match raw.trusted_networks {
             Some(list) => {
                 let mut nets = Vec::with_capacity(list.len());
@@ -461,6 +474,8 @@ impl Source<'_> {
             max_recipients,
             max_connections,
             idle_timeout,
+            max_inflight_bytes,
+            shutdown_timeout,
             trusted_networks,
         })
     }
