@@ -5,11 +5,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::message::{self, Inspection, Rewrite, Trace};
+use crate::message::{self, Message, Rewrite, Trace};
 use crate::policy::{Decision, Rejection};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
+
+/// Messages larger than this are read and judged on a blocking thread, so a long header
+/// (40,000 tags or addresses) never holds up the sessions sharing an async thread.
+const INLINE_LIMIT: usize = 256 * 1024;
 
 /// The configuration a message is judged against: one immutable snapshot.
 struct Snapshot {
@@ -64,13 +68,40 @@ fn snapshot(config: Config) -> Snapshot {
 pub fn rejection_reply(rejection: &Rejection) -> Reply {
     let message = rejection.message();
     match rejection {
-        Rejection::MissingFrom | Rejection::InvalidTag(_) => reply::transaction_failed(&message),
+        Rejection::MissingFrom | Rejection::InvalidTag(_) | Rejection::InvalidAddress(_) => {
+            reply::transaction_failed(&message)
+        }
         Rejection::NotVerified { .. } => reply::not_verified(&message),
         Rejection::ConfigurationSetDoesNotExist(_)
         | Rejection::DefaultConfigurationSetDeleted(_) => {
             reply::configuration_set_missing(&message)
         }
         Rejection::SendingPaused(_) => reply::sending_paused(&message),
+    }
+}
+
+/// The SMTP reply for a delivery that did not happen: the upstream's own refusal passes
+/// through (4xx stays 4xx); everything else gets sesrelay's reply for its kind.
+pub fn delivery_reply(e: &DeliveryError) -> Reply {
+    match e {
+        DeliveryError::Refused { code, text } => Reply::relayed(*code, text),
+        DeliveryError::Unavailable(_) => reply::upstream_unavailable(),
+        DeliveryError::LocalIo(_) => reply::local_error(),
+        DeliveryError::Needs8BitMime => reply::upstream_no_8bitmime(),
+        DeliveryError::BadAddress(_) => reply::bad_recipient_syntax(),
+    }
+}
+
+/// Reads a message's header block, on a blocking thread when the message is large.
+pub async fn read_message(content: Vec<u8>) -> Message {
+    if content.len() <= INLINE_LIMIT {
+        return Message::parse(content);
+    }
+    let shared = bytes::Bytes::from(content);
+    let copy = shared.clone(); // a second handle on the same bytes, not a copy
+    match tokio::task::spawn_blocking(move || Message::parse(copy)).await {
+        Ok(message) => message,
+        Err(_) => Message::parse(shared),
     }
 }
 
@@ -90,7 +121,8 @@ pub struct Submission {
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
-    pub content: Vec<u8>,
+    /// The message, its header block read once.
+    pub message: Message,
     /// A set named beside the message (the API's `ConfigurationSetName`): it overrides the
     /// `X-SES-CONFIGURATION-SET` header.
     pub configuration_set: Option<String>,
@@ -112,7 +144,15 @@ impl Refusal {
     pub fn reply(&self) -> Reply {
         match self {
             Refusal::Rejected(rejection) => rejection_reply(rejection),
-            Refusal::Upstream(e) => e.reply().clone(),
+            Refusal::Upstream(e) => delivery_reply(e),
+        }
+    }
+
+    /// True when sending the same message again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Refusal::Rejected(_) => true,
+            Refusal::Upstream(e) => e.is_permanent(),
         }
     }
 }
@@ -134,66 +174,85 @@ impl Relay {
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
         let config = self.config();
         let id = new_message_id();
-        let inspection = Inspection::of(&submission.content);
-        let mut facts = inspection.facts(&submission.mail_from);
-        if let Some(set) = &submission.configuration_set {
-            facts.configuration_set = Some(set.clone());
-        }
-        facts.api_tags = submission.tags.clone();
-        let acceptance = match config.policy.resolve(&facts) {
+        let Submission {
+            peer,
+            helo,
+            protocol,
+            mail_from,
+            rcpt_to,
+            message,
+            configuration_set,
+            tags,
+        } = submission;
+        let large = message.len() > INLINE_LIMIT;
+        let judge = {
+            let config = Arc::clone(&config);
+            let mail_from = mail_from.clone();
+            move || {
+                let mut facts = message.facts(&mail_from);
+                if let Some(set) = configuration_set {
+                    facts.configuration_set = Some(set);
+                }
+                facts.api_tags = tags;
+                (config.policy.resolve(&facts), message)
+            }
+        };
+        let (decision, message) = if large {
+            match tokio::task::spawn_blocking(judge).await {
+                Ok(judged) => judged,
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "the policy task failed");
+                    return Err(Refusal::Upstream(DeliveryError::LocalIo(e.to_string())));
+                }
+            }
+        } else {
+            judge()
+        };
+        let acceptance = match decision {
             Decision::Accept(acceptance) => acceptance,
             Decision::Reject(rejection) => {
                 tracing::info!(
-                    %id, peer = %submission.peer, protocol = submission.protocol,
-                    from = %submission.mail_from, rcpts = submission.rcpt_to.len(),
+                    %id, %peer, protocol, from = %mail_from, rcpts = rcpt_to.len(),
                     reply = %rejection_reply(&rejection), "message rejected"
                 );
                 return Err(Refusal::Rejected(rejection));
             }
         };
         let received = message::received_header(&Trace {
-            helo: &submission.helo,
-            peer: submission.peer.to_canonical(),
-            protocol: submission.protocol,
+            helo: &helo,
+            peer: peer.to_canonical(),
+            protocol,
             hostname: &config.server.hostname,
             id: &id,
-            recipient: match submission.rcpt_to.as_slice() {
+            recipient: match rcpt_to.as_slice() {
                 [only] => Some(only.as_str()),
                 _ => None,
             },
             date: &message::rfc5322_now(),
         });
-        let forwarded = message::rewrite(
-            &submission.content,
-            &inspection,
-            &Rewrite {
-                received: &received,
-                configuration_set: acceptance.configuration_set.as_deref(),
-                tags: &acceptance.tags,
-                strip_ses_headers: config.strip_ses_headers,
-            },
-        );
-        drop(inspection);
-        let envelope = Envelope {
-            mail_from: submission.mail_from,
-            rcpt_to: submission.rcpt_to,
-        };
+        let size = message.len();
+        let forwarded = message.forward(&Rewrite {
+            received: &received,
+            configuration_set: acceptance.configuration_set.as_deref(),
+            tags: &acceptance.tags,
+            strip_ses_headers: config.strip_ses_headers,
+        });
+        let envelope = Envelope { mail_from, rcpt_to };
         let set = acceptance.configuration_set.as_deref().unwrap_or("-");
-        match self.upstream.deliver(&id, &envelope, &forwarded).await {
+        match self.upstream.deliver(&id, &envelope, forwarded).await {
             Ok(ack) => {
                 tracing::info!(
-                    %id, peer = %submission.peer, protocol = submission.protocol,
-                    from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
-                    size = forwarded.len(), configuration_set = %set, upstream = %ack,
-                    "message forwarded"
+                    %id, %peer, protocol, from = %envelope.mail_from,
+                    rcpts = envelope.rcpt_to.len(), size, configuration_set = %set,
+                    upstream = %ack, "message forwarded"
                 );
                 Ok(id)
             }
             Err(e) => {
                 tracing::warn!(
-                    %id, peer = %submission.peer, protocol = submission.protocol,
-                    from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(),
-                    configuration_set = %set, reply = %e.reply(), "upstream did not take the message"
+                    %id, %peer, protocol, from = %envelope.mail_from,
+                    rcpts = envelope.rcpt_to.len(), configuration_set = %set, error = %e,
+                    reply = %delivery_reply(&e), "upstream did not take the message"
                 );
                 Err(Refusal::Upstream(e))
             }
@@ -205,16 +264,22 @@ impl Relay {
     pub async fn send_direct(
         &self,
         envelope: &Envelope,
-        content: &[u8],
+        content: Vec<u8>,
     ) -> Result<String, DeliveryError> {
         let id = new_message_id();
-        let result = self.upstream.deliver(&id, envelope, content).await;
+        let forwarded = Message::parse(content).forward(&Rewrite {
+            received: "",
+            configuration_set: None,
+            tags: &[],
+            strip_ses_headers: false,
+        });
+        let result = self.upstream.deliver(&id, envelope, forwarded).await;
         match &result {
             Ok(ack) => {
                 tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent")
             }
             Err(e) => {
-                tracing::warn!(%id, from = %envelope.mail_from, reply = %e.reply(), "message of sesrelay's own not sent")
+                tracing::warn!(%id, from = %envelope.mail_from, error = %e, "message of sesrelay's own not sent")
             }
         }
         result
@@ -249,7 +314,7 @@ impl Handler for Relay {
             protocol: if tx.esmtp { "ESMTP" } else { "SMTP" },
             mail_from: tx.mail_from,
             rcpt_to: tx.rcpt_to,
-            content: tx.content,
+            message: read_message(tx.content).await,
             configuration_set: None,
             tags: None,
         };

@@ -679,15 +679,17 @@ fn refusal_error(refusal: Refusal) -> ApiError {
                 Rejection::ConfigurationSetDoesNotExist(_) => ApiError::not_found(message),
                 Rejection::DefaultConfigurationSetDeleted(_)
                 | Rejection::MissingFrom
+                | Rejection::InvalidAddress(_)
                 | Rejection::InvalidTag(_) => ApiError::bad_request(message),
                 Rejection::SendingPaused(_) => ApiError::sending_paused(message),
             }
         }
-        Refusal::Upstream(DeliveryError::Permanent(reply)) => {
-            ApiError::message_rejected(reply.to_line())
+        Refusal::Upstream(e @ DeliveryError::BadAddress(_)) => ApiError::bad_request(e.to_string()),
+        Refusal::Upstream(e) if e.is_permanent() => {
+            ApiError::message_rejected(crate::relay::delivery_reply(&e).to_line())
         }
-        Refusal::Upstream(DeliveryError::Transient(reply)) => {
-            ApiError::service_unavailable(reply.to_line())
+        Refusal::Upstream(e) => {
+            ApiError::service_unavailable(crate::relay::delivery_reply(&e).to_line())
         }
     }
 }
@@ -740,10 +742,10 @@ pub async fn send_email(
     if content.len() > config.server.max_message_size {
         return Err(ApiError::message_rejected("Message too long."));
     }
-    let inspection = crate::message::Inspection::of(&content);
+    let message = crate::relay::read_message(content).await;
     let mail_from = match from {
         Some((_, bare)) => bare,
-        None => inspection
+        None => message
             .first_from()
             .ok_or_else(|| ApiError::bad_request("Missing required header 'From'."))?,
     };
@@ -757,7 +759,7 @@ pub async fn send_email(
         rcpt_to.push(address_of(address)?.1);
     }
     if rcpt_to.is_empty() {
-        rcpt_to = inspection.recipients();
+        rcpt_to = message.recipients().to_vec();
     }
     if rcpt_to.is_empty() {
         return Err(ApiError::bad_request(
@@ -779,7 +781,7 @@ pub async fn send_email(
         protocol: "HTTP",
         mail_from,
         rcpt_to,
-        content,
+        message,
         configuration_set: req.configuration_set_name,
         tags,
     };

@@ -1,6 +1,6 @@
 //! Configuration-set resolution (SPEC.md section 4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::tags::{TagError, merge_tags, parse_tags, validate_tag};
 use super::{ConfigurationSet, Policy};
@@ -15,6 +15,11 @@ pub struct MessageFacts {
     pub from: Option<Vec<String>>,
     /// The Sender header's addresses.
     pub sender: Vec<String>,
+    /// The Return-Path header's addresses (`<>` gives none).
+    pub return_path: Vec<String>,
+    /// The text of the first address header that could not be read (SES's
+    /// `Transaction failed: <text>`): the check never fails open.
+    pub address_error: Option<String>,
     /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed.
     pub configuration_set: Option<String>,
     /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
@@ -69,6 +74,8 @@ pub enum Rejection {
     SendingPaused(String),
     /// `X-SES-MESSAGE-TAGS` holds a tag SES would refuse.
     InvalidTag(TagError),
+    /// An address header that does not read as mailboxes (JavaMail's text).
+    InvalidAddress(String),
 }
 
 impl Rejection {
@@ -86,6 +93,7 @@ impl Rejection {
             }
             Rejection::SendingPaused(_) => "Sending paused for this configuration set.".to_owned(),
             Rejection::InvalidTag(e) => e.to_string(),
+            Rejection::InvalidAddress(text) => text.clone(),
         }
     }
 }
@@ -110,17 +118,23 @@ impl Policy {
             return Decision::Reject(Rejection::MissingFrom);
         };
 
-        // 1. Addresses checked: From, Sender, then the envelope sender.
+        // An address header that does not read fails the message: never skipped.
+        if let Some(text) = &facts.address_error {
+            return Decision::Reject(Rejection::InvalidAddress(text.clone()));
+        }
+
+        // 1. Addresses checked: From, Sender, Return-Path, then the envelope sender. Each
+        // address is looked at once (a set), so a header of 40,000 addresses is linear.
         if self.require_verified_sender {
             let mut failed: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
             let checked = from
                 .iter()
                 .chain(&facts.sender)
+                .chain(&facts.return_path)
                 .chain(facts.envelope_sender.iter());
             for address in checked {
-                if !self.identities.covers(address)
-                    && !failed.iter().any(|f| f.eq_ignore_ascii_case(address))
-                {
+                if seen.insert(address.to_ascii_lowercase()) && !self.identities.covers(address) {
                     failed.push(address.clone());
                 }
             }

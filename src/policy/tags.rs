@@ -3,7 +3,7 @@
 //! Names are ASCII letters, digits, `_` and `-`; values may also hold `.` and `@`; each is
 //! at most 255 characters (SES-BEHAVIOUR.md, "SES headers").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 const MAX_LEN: usize = 255;
@@ -87,15 +87,17 @@ pub fn validate_tag(name: &str, value: &str) -> Result<(), TagError> {
 
 /// Parses `name=value, name=value`. Empty items (a trailing comma) are skipped; when a
 /// name repeats, its first value wins.
+/// Linear in the header's length (a set of the names seen).
 pub fn parse_tags(header: &str) -> Result<Vec<(String, String)>, TagError> {
     let mut tags: Vec<(String, String)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for item in header.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((name, value)) = item.split_once('=') else {
             return Err(TagError::Malformed(item.to_owned()));
         };
         let (name, value) = (name.trim(), value.trim());
         validate_tag(name, value)?;
-        if !tags.iter().any(|(n, _)| n == name) {
+        if seen.insert(name) {
             tags.push((name.to_owned(), value.to_owned()));
         }
     }
@@ -107,12 +109,15 @@ pub fn merge_tags(
     client: Vec<(String, String)>,
     set_tags: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
+    let given: HashSet<&str> = client.iter().map(|(n, _)| n.as_str()).collect();
+    let extra: Vec<(String, String)> = set_tags
+        .iter()
+        .filter(|(name, _)| !given.contains(name.as_str()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    drop(given);
     let mut tags = client;
-    for (name, value) in set_tags {
-        if !tags.iter().any(|(n, _)| n == name) {
-            tags.push((name.clone(), value.clone()));
-        }
-    }
+    tags.extend(extra);
     tags
 }
 

@@ -5,11 +5,11 @@
 //! to `<id>.envelope.json`, so that it is there whenever the `.eml` is.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 use super::{DeliveryError, Envelope, UpstreamError};
-use crate::smtp::reply;
+use crate::message::Forwarded;
 
 #[derive(Debug)]
 pub struct DirUpstream {
@@ -31,7 +31,7 @@ impl DirUpstream {
         &self,
         id: &str,
         envelope: &Envelope,
-        message: &[u8],
+        message: Forwarded,
     ) -> Result<String, DeliveryError> {
         let dir = self.path.clone();
         let id = id.to_owned();
@@ -40,14 +40,15 @@ impl DirUpstream {
             "rcpt_to": envelope.rcpt_to,
         })
         .to_string();
-        let message = message.to_vec();
+        // The message moves into the writer: its parts are written as they are, no copy.
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
-            write_durably(
-                &dir,
-                &format!("{id}.envelope.json"),
-                envelope_json.as_bytes(),
-            )?;
-            let eml = write_durably(&dir, &format!("{id}.eml"), &message)?;
+            write_durably(&dir, &format!("{id}.envelope.json"), |file| {
+                file.write_all(envelope_json.as_bytes())
+            })?;
+            let eml = write_durably(&dir, &format!("{id}.eml"), |file| {
+                let parts: Vec<IoSlice<'_>> = message.parts().map(IoSlice::new).collect();
+                write_all_vectored(file, parts)
+            })?;
             File::open(&dir)?.sync_all()?;
             Ok(eml)
         })
@@ -56,23 +57,40 @@ impl DirUpstream {
             Ok(Ok(path)) => Ok(format!("written to {}", path.display())),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, dir = %self.path.display(), "cannot write the message file");
-                Err(DeliveryError::Transient(reply::local_error()))
+                Err(DeliveryError::LocalIo(e.to_string()))
             }
             Err(e) => {
                 tracing::error!(error = %e, "message writer task failed");
-                Err(DeliveryError::Transient(reply::local_error()))
+                Err(DeliveryError::LocalIo(e.to_string()))
             }
         }
     }
 }
 
+/// `write_all` for a list of slices, with as few system calls as the kernel allows.
+fn write_all_vectored(file: &mut File, mut parts: Vec<IoSlice<'_>>) -> std::io::Result<()> {
+    let mut slices = &mut parts[..];
+    while !slices.is_empty() {
+        let n = file.write_vectored(slices)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
 /// Writes `name` in `dir` through a temporary file: write, fsync, rename.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+fn write_durably(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let done = dir.join(name);
     let result = (|| {
         let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         fs::rename(&tmp, &done)
     })();

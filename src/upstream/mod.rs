@@ -1,8 +1,8 @@
-//! Where accepted mail goes: an SMTP server (lettre's pooled transport) or a directory.
+//! Where accepted mail goes: an SMTP server or a directory.
 //!
-//! An upstream knows envelopes and bytes, nothing of configuration sets. Its failures are
-//! typed: [`DeliveryError::Permanent`] or [`DeliveryError::Transient`], each carrying the
-//! reply the client should get.
+//! An upstream knows envelopes and bytes, nothing of configuration sets or of the client's
+//! SMTP dialogue. It takes ownership of the [`Forwarded`] message and streams its parts;
+//! its failures are typed ([`DeliveryError`]) and the relay alone turns them into replies.
 
 mod dir;
 mod smtp;
@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use dir::DirUpstream;
 pub use smtp::SmtpUpstream;
 
-use crate::smtp::reply::Reply;
+use crate::message::Forwarded;
 
 /// How to reach the upstream (the `[upstream]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +63,32 @@ pub struct Envelope {
 /// A delivery that did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
-    /// The upstream refused the message for good (5xx).
-    #[error("permanent failure: {0}")]
-    Permanent(Reply),
-    /// Try again later (4xx, unreachable, timed out, local I/O).
-    #[error("transient failure: {0}")]
-    Transient(Reply),
+    /// The upstream answered with this refusal (4xx or 5xx), to the message or to one of
+    /// its commands. `text` is the reply's text (with its enhanced code, if it gave one).
+    #[error("upstream refused: {code} {text}")]
+    Refused { code: u16, text: String },
+    /// The upstream could not be reached or talked to: connect, TLS, AUTH, a broken or
+    /// desynchronised connection, a reply that is not SMTP, a timeout.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// The message could not be written locally (`dir:`).
+    #[error("local I/O error: {0}")]
+    LocalIo(String),
+    /// The message has 8-bit bytes and the upstream does not offer 8BITMIME.
+    #[error("the upstream does not accept 8-bit content (no 8BITMIME)")]
+    Needs8BitMime,
+    /// An envelope address the upstream cannot be given (not ASCII, or malformed).
+    #[error("address the upstream cannot be given: {0}")]
+    BadAddress(String),
 }
 
 impl DeliveryError {
-    /// The reply the SMTP client gets.
-    pub fn reply(&self) -> &Reply {
+    /// True when trying again cannot help (a 5xx, 8-bit content, a bad address).
+    pub fn is_permanent(&self) -> bool {
         match self {
-            DeliveryError::Permanent(r) | DeliveryError::Transient(r) => r,
+            DeliveryError::Refused { code, .. } => *code >= 500,
+            DeliveryError::Needs8BitMime | DeliveryError::BadAddress(_) => true,
+            DeliveryError::Unavailable(_) | DeliveryError::LocalIo(_) => false,
         }
     }
 }
@@ -114,22 +127,34 @@ impl Upstream {
         })
     }
 
-    /// Hands one message over; `Ok` carries the upstream's acknowledgement, for the log.
-    /// `message` ends with CRLF.
+    /// Hands one message over, taking ownership of it; `Ok` carries the upstream's
+    /// acknowledgement, for the log.
     pub async fn deliver(
         &self,
         id: &str,
         envelope: &Envelope,
-        message: &[u8],
+        message: Forwarded,
     ) -> Result<String, DeliveryError> {
+        for address in std::iter::once(&envelope.mail_from)
+            .filter(|a| !a.is_empty())
+            .chain(&envelope.rcpt_to)
+        {
+            if !Upstream::accepts_address(address) {
+                return Err(DeliveryError::BadAddress(address.clone()));
+            }
+        }
         match self {
             Upstream::Smtp(u) => u.deliver(envelope, message).await,
             Upstream::Dir(u) => u.deliver(id, envelope, message).await,
         }
     }
 
-    /// Whether `address` can be given to the upstream in MAIL FROM or RCPT TO.
+    /// Whether `address` can be given to the upstream in MAIL FROM or RCPT TO: ASCII,
+    /// `local@domain` as RFC 5321 writes it.
     pub fn accepts_address(address: &str) -> bool {
-        address.parse::<lettre::Address>().is_ok()
+        address.is_ascii()
+            && address.len() <= 254
+            && !address.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'<' || b == b'>')
+            && address.parse::<lettre::Address>().is_ok()
     }
 }
