@@ -81,7 +81,7 @@ impl AdminState {
             mail_from: config.verification.sender.clone(),
             rcpt_to: vec![address.to_owned()],
         };
-        if let Err(e) = self.relay.send_direct(&envelope, message.into()).await {
+        if let Err(e) = self.relay.send_direct(&envelope, message).await {
             tracing::warn!(%address, error = %e, "verification message not sent");
         }
     }

@@ -165,7 +165,17 @@ fn is_atext(b: u8) -> bool {
         || (b.is_ascii_graphic()
             && !matches!(
                 b,
-                b'(' | b')' | b'<' | b'>' | b'[' | b']' | b':' | b';' | b'@' | b'\\' | b',' | b'.'
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b'['
+                    | b']'
+                    | b':'
+                    | b';'
+                    | b'@'
+                    | b'\\'
+                    | b','
+                    | b'.'
                     | b'"'
             ))
 }
@@ -457,7 +467,10 @@ mod tests {
             ("evil(comment)@attacker.com", "evil@attacker.com"),
             ("evil @ attacker.com", "evil@attacker.com"),
             ("evil@ attacker.com", "evil@attacker.com"),
-            ("evil (a (nested) comment) @ (c) attacker . com", "evil@attacker.com"),
+            (
+                "evil (a (nested) comment) @ (c) attacker . com",
+                "evil@attacker.com",
+            ),
             ("Joe <joe(c)@(d)x.com>", "joe@x.com"),
             ("\"Joe, Q\" <joe@x.com> (trailing)", "joe@x.com"),
             ("joe@x.com (Joe)", "joe@x.com"),
@@ -488,7 +501,10 @@ mod tests {
     #[test]
     fn unreadable_mailboxes_are_errors() {
         for (value, error) in [
-            ("not an address", "Local address contains control or whitespace"),
+            (
+                "not an address",
+                "Local address contains control or whitespace",
+            ),
             ("joe", "Missing final '@domain'"),
             ("@x.com", "Missing local name"),
             ("joe@", "Missing final '@domain'"),
@@ -496,7 +512,10 @@ mod tests {
             ("<>", "Missing local name"),
             ("joe@x..com", "Domain illegal"),
             ("joe@exa mple.com", "Domain contains control or whitespace"),
-            ("jo\0e@x.com", "Local address contains control or whitespace"),
+            (
+                "jo\0e@x.com",
+                "Local address contains control or whitespace",
+            ),
             ("a@x.com; b@y.com", "Illegal semicolon, not in group"),
             ("<joe@x.com", "Missing '>'"),
             ("(unclosed@x.com", "Missing ')'"),
@@ -515,8 +534,8 @@ mod tests {
 
     #[test]
     fn display_names_are_kept() {
-        let list = parse_address_list(b"\"Joe Q. Bloggs\" <joe@x.com>, Ann Lee <ann@y.com>")
-            .unwrap();
+        let list =
+            parse_address_list(b"\"Joe Q. Bloggs\" <joe@x.com>, Ann Lee <ann@y.com>").unwrap();
         assert_eq!(list[0].display_name.as_deref(), Some("Joe Q. Bloggs"));
         assert_eq!(list[1].display_name.as_deref(), Some("Ann Lee"));
     }
@@ -526,7 +545,10 @@ mod tests {
         assert_eq!(parse_return_path(b"<>"), Ok(None));
         assert_eq!(parse_return_path(b" < > "), Ok(None));
         assert_eq!(
-            parse_return_path(b"<bounce@x.com>").unwrap().unwrap().address,
+            parse_return_path(b"<bounce@x.com>")
+                .unwrap()
+                .unwrap()
+                .address,
             "bounce@x.com"
         );
         assert!(parse_return_path(b"<a@x.com>, <b@y.com>").is_err());

@@ -137,13 +137,15 @@ fn ses_header(name: &[u8]) -> Option<SesHeader> {
     if !prefix.eq_ignore_ascii_case(b"x-ses-") {
         return None;
     }
-    Some(if name.eq_ignore_ascii_case(CONFIGURATION_SET_HEADER.as_bytes()) {
-        SesHeader::ConfigurationSet
-    } else if name.eq_ignore_ascii_case(MESSAGE_TAGS_HEADER.as_bytes()) {
-        SesHeader::MessageTags
-    } else {
-        SesHeader::Other
-    })
+    Some(
+        if name.eq_ignore_ascii_case(CONFIGURATION_SET_HEADER.as_bytes()) {
+            SesHeader::ConfigurationSet
+        } else if name.eq_ignore_ascii_case(MESSAGE_TAGS_HEADER.as_bytes()) {
+            SesHeader::MessageTags
+        } else {
+            SesHeader::Other
+        },
+    )
 }
 
 /// What the header block says, read once.
@@ -568,17 +570,36 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
     #[test]
     fn missing_or_unreadable_from() {
         let facts = |m: &[u8]| Message::parse(m.to_vec()).facts("");
-        for m in [&b"Subject: x\r\n\r\nbody"[..], b"\r\nFrom: a@x.com\r\n\r\n", b""] {
+        for m in [
+            &b"Subject: x\r\n\r\nbody"[..],
+            b"\r\nFrom: a@x.com\r\n\r\n",
+            b"",
+        ] {
             assert_eq!(facts(m).from, None, "{:?}", String::from_utf8_lossy(m));
         }
         for (m, error) in [
-            (&b"From: not an address\r\n\r\n"[..], "Local address contains control or whitespace"),
+            (
+                &b"From: not an address\r\n\r\n"[..],
+                "Local address contains control or whitespace",
+            ),
             (b"From: undisclosed-recipients:;\r\n\r\n", "Empty address"),
             (b"From: <>\r\n\r\n", "Missing local name"),
-            (b"From: a@x.com\r\nFrom: garbage\r\n\r\n", "Missing final '@domain'"),
-            (b"From: a@x.com\r\nSender: evil\r\n\r\n", "Missing final '@domain'"),
-            (b"From: a@x.com\r\nReturn-Path: <evil@x.com\r\n\r\n", "Missing '>'"),
-            (b"From: a@x.com\r\nCc: ,evil,\r\n\r\n", "Missing final '@domain'"),
+            (
+                b"From: a@x.com\r\nFrom: garbage\r\n\r\n",
+                "Missing final '@domain'",
+            ),
+            (
+                b"From: a@x.com\r\nSender: evil\r\n\r\n",
+                "Missing final '@domain'",
+            ),
+            (
+                b"From: a@x.com\r\nReturn-Path: <evil@x.com\r\n\r\n",
+                "Missing '>'",
+            ),
+            (
+                b"From: a@x.com\r\nCc: ,evil,\r\n\r\n",
+                "Missing final '@domain'",
+            ),
         ] {
             assert_eq!(
                 facts(m).address_error.as_deref(),
@@ -670,7 +691,11 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
         m.extend_from_slice(b"\r\n");
         let f = Message::parse(m.clone()).forward(&rw(None, &[], false));
         let parts: Vec<&[u8]> = f.parts().collect();
-        assert!(parts.iter().all(|p| p.len() <= BODY_CHUNK.max(RECEIVED.len())));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.len() <= BODY_CHUNK.max(RECEIVED.len()))
+        );
         assert_eq!(f.len(), RECEIVED.len() + m.len());
         let mut expected = RECEIVED.as_bytes().to_vec();
         expected.extend_from_slice(&m);

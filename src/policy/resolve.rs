@@ -83,10 +83,13 @@ impl Rejection {
     pub fn message(&self) -> String {
         match self {
             Rejection::MissingFrom => "Missing required header 'From'.".to_owned(),
-            Rejection::NotVerified { region, addresses } => format!(
-                "Email address is not verified. The following identities failed the check in region {region}: {}",
-                addresses.join(", ")
-            ),
+            Rejection::NotVerified { region, addresses } => {
+                let mut text = format!(
+                    "Email address is not verified. The following identities failed the check in region {region}: "
+                );
+                list_within(&mut text, addresses, MAX_MESSAGE);
+                text
+            }
             Rejection::ConfigurationSetDoesNotExist(name)
             | Rejection::DefaultConfigurationSetDeleted(name) => {
                 format!("Configuration set <{}> does not exist.", shown(name))
@@ -95,6 +98,26 @@ impl Rejection {
             Rejection::InvalidTag(e) => e.to_string(),
             Rejection::InvalidAddress(text) => text.clone(),
         }
+    }
+}
+
+/// The longest message that still fits one SMTP reply line: 512 octets less
+/// `554 5.7.1 `, `Message rejected: ` and the CRLF.
+const MAX_MESSAGE: usize = 512 - 10 - 18 - 2;
+
+/// Appends `items` joined by `, ` to `text`, cut at an item so that `text` stays within
+/// `max` octets; a cut list ends with `...` (as SES ends a list too long to show).
+fn list_within(text: &mut String, items: &[String], max: usize) {
+    for (i, item) in items.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let last = i + 1 == items.len();
+        let room_for_dots = if last { 0 } else { 3 };
+        if text.len() + sep.len() + item.len() + room_for_dots > max {
+            text.push_str("...");
+            return;
+        }
+        text.push_str(sep);
+        text.push_str(item);
     }
 }
 

@@ -154,7 +154,9 @@ impl Upstream {
     pub fn accepts_address(address: &str) -> bool {
         address.is_ascii()
             && address.len() <= 254
-            && !address.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'<' || b == b'>')
+            && !address
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b' ' || b == b'<' || b == b'>')
             && address.parse::<lettre::Address>().is_ok()
     }
 }

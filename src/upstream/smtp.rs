@@ -24,7 +24,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -305,11 +305,10 @@ impl Connection {
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf) {
-            Poll::Pending => false,
-            // Data, end of stream or an error: not reusable.
-            Poll::Ready(_) => true,
-        }
+        // Data, the end of the stream or an error: not reusable.
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready()
     }
 
     fn broken(&mut self, why: impl Into<String>) -> DeliveryError {
@@ -343,7 +342,9 @@ impl Connection {
             }
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
-            let digits = text.get(..3).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+            let digits = text
+                .get(..3)
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
             let (Some(digits), sep) = (digits, text.as_bytes().get(3).copied()) else {
                 return Err(self.broken(format!("not an SMTP reply: {text:?}")));
             };
@@ -355,10 +356,7 @@ impl Connection {
             lines.push(text.get(4..).unwrap_or("").to_owned());
             match sep {
                 None | Some(b' ') => {
-                    return Ok(ServerReply {
-                        code: this,
-                        lines,
-                    });
+                    return Ok(ServerReply { code: this, lines });
                 }
                 Some(b'-') => {}
                 Some(_) => return Err(self.broken(format!("not an SMTP reply: {text:?}"))),
