@@ -347,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             },
             // smtp-proto refuses some sizes too large for its integer as bad syntax.
             Err(ParseError::InvalidParameter { .. })
-                if is_mail(line) && declared_size(line) == DeclaredSize::TooLarge =>
+                if is_mail(line) && self.too_large(declared_size(line)) =>
             {
                 reply::message_too_long()
             }
@@ -453,15 +453,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Err(reply::unsupported_parameter(param));
         }
         // smtp-proto wraps a SIZE too large for its integer; the raw text is the truth.
-        let declared = match declared_size(line) {
-            DeclaredSize::None => None,
-            DeclaredSize::Value(size) => Some(size),
-            DeclaredSize::TooLarge => return Err(reply::message_too_long()),
-        };
-        let limit = self.config.max_message_size;
-        if declared.is_some_and(|size| size > limit as u64) || from.size > limit {
+        let declared = declared_size(line);
+        if self.too_large(declared) || from.size > self.config.max_message_size {
             return Err(reply::message_too_long());
         }
+        let declared = match declared {
+            DeclaredSize::Value(size) => Some(size),
+            DeclaredSize::None | DeclaredSize::TooLarge => None,
+        };
         let address = from.address.as_ref();
         if !address.is_empty() {
             if !address.is_ascii() {
@@ -472,6 +471,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.mail_from = Some(address.to_owned());
         self.size_hint = declared.and_then(|size| usize::try_from(size).ok());
         Ok(())
+    }
+
+    /// Whether a declared `SIZE=` is over `max_message_size` (or past counting).
+    fn too_large(&self, declared: DeclaredSize) -> bool {
+        match declared {
+            DeclaredSize::None => false,
+            DeclaredSize::Value(size) => size > self.config.max_message_size as u64,
+            DeclaredSize::TooLarge => true,
+        }
     }
 
     fn rcpt<H: Handler>(&mut self, to: &RcptTo<Cow<'_, str>>, handler: &H) -> Result<(), Reply> {
@@ -603,7 +611,7 @@ fn counts_as_error(reply: &Reply) -> bool {
 }
 
 /// The `SIZE=` parameter of a MAIL command line, read from its raw text.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DeclaredSize {
     None,
     Value(u64),
@@ -864,7 +872,8 @@ DATA\r\nSubject: s\r\n\r\n..dot\n.\r\n.\r\nQUIT\r\n",
     async fn a_size_too_large_to_parse_gets_552_at_mail() {
         let (out, got) = dialogue(
             b"EHLO c\r\nMAIL FROM:<a@x> SIZE=99999999999999999999999\r\n\
-MAIL FROM:<a@x> SIZE=18446744073709551616\r\nMAIL FROM:<a@x> size=101\r\n\
+MAIL FROM:<a@x> SIZE=18446744073709551616\r\nMAIL FROM:<a@x> SIZE=18446744073709551615\r\n\
+MAIL FROM:<a@x> size=101\r\n\
 MAIL FROM:<a@x> SIZE=100\r\nQUIT\r\n",
         )
         .await;
@@ -872,6 +881,7 @@ MAIL FROM:<a@x> SIZE=100\r\nQUIT\r\n",
         assert_eq!(
             replies,
             [
+                "552 5.3.4 Message is too long.",
                 "552 5.3.4 Message is too long.",
                 "552 5.3.4 Message is too long.",
                 "552 5.3.4 Message is too long.",

@@ -332,6 +332,11 @@ impl Client {
         self.stream.get_mut().write_all(bytes).await.expect("write");
     }
 
+    /// Sends `bytes` if the server still reads; false once it has closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.get_mut().write_all(bytes).await.is_ok()
+    }
+
     /// Reads one complete (possibly multi-line) reply; its lines are joined with "\n".
     /// An empty string means the connection was closed.
     pub async fn reply(&mut self) -> String {
