@@ -323,7 +323,7 @@ async fn connections_beyond_the_cap_get_421() {
 
 #[tokio::test]
 async fn idle_clients_are_timed_out() {
-    let (relay, _up) = relay_with("idle_timeout = \"1s\"").await;
+    let (relay, _up) = relay_with("idle_timeout = \"300ms\"").await;
     let mut c = Client::ready(relay.addr).await;
     assert_eq!(
         c.reply().await,

@@ -25,13 +25,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts sesrelay on 127.0.0.1:0 with `config` (TOML without `server.listen`).
+    /// Starts sesrelay on 127.0.0.1:0 with `config` (TOML without `server.listen`). Unless
+    /// the config says otherwise, `shutdown_timeout` is 2 s, so that [`Relay::stop`] never
+    /// waits long for a session a test left open.
     pub async fn start(config: &str) -> Relay {
         let text = format!("{config}\n");
+        let mut server = "[server]\nlisten = [\"127.0.0.1:0\"]".to_owned();
+        if !text.contains("shutdown_timeout") {
+            server.push_str("\nshutdown_timeout = \"2s\"");
+        }
         let text = if text.contains("[server]") {
-            text.replacen("[server]", "[server]\nlisten = [\"127.0.0.1:0\"]", 1)
+            text.replacen("[server]", &server, 1)
         } else {
-            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{text}")
+            format!("{server}\n{text}")
         };
         let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
         let server = Server::bind(config).await.expect("relay binds");
