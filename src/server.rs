@@ -10,7 +10,8 @@ use crate::admin::verification::VerificationError;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::relay::Relay;
-use crate::smtp::listener;
+use crate::smtp::InflightBudget;
+use crate::smtp::listener::{self, Limits};
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,17 +82,26 @@ impl Server {
 
     /// Serves until `shutdown` is set, then lets the sessions in flight finish.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        // Tests and scripts read the bound addresses (port 0 resolved) from these lines:
+        // the address is the last word of the message.
         for addr in self.local_addrs() {
-            tracing::info!(%addr, "listening for SMTP");
+            tracing::info!("listening for SMTP on {addr}");
         }
         let admin = self.admin.map(|(listener, state)| {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "listening for the SES v2 API");
+                tracing::info!("listening for the SES v2 API on {addr}");
             }
             tokio::spawn(admin::serve(listener, state, shutdown.clone()))
         });
-        let max_connections = self.relay.config().server.max_connections;
-        listener::serve(self.listeners, max_connections, self.relay, shutdown).await;
+        let limits = {
+            let config = self.relay.config();
+            Limits {
+                max_connections: config.server.max_connections,
+                shutdown_timeout: config.server.shutdown_timeout,
+                budget: InflightBudget::new(config.server.max_inflight_bytes),
+            }
+        };
+        listener::serve(self.listeners, limits, self.relay, shutdown).await;
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),

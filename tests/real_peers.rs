@@ -8,20 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::peers::{Running, free_addr, sesrelay, smtp_sink, swaks};
+use common::peers::{RelayProcess, smtp_sink, swaks};
 use common::{Capture, Relay, Script, header, standard_config};
 
-/// Starts the sesrelay binary on a fresh port with `config` (TOML without server.listen).
-fn start_relay(dir: &Path, config: &str) -> (Running, SocketAddr) {
-    let addr = free_addr();
-    let config = config.replacen(
-        "[server]\n",
-        &format!("[server]\nlisten = [\"{addr}\"]\n"),
-        1,
-    );
-    let path = dir.join("sesrelay.toml");
-    std::fs::write(&path, config).unwrap();
-    (sesrelay(&path, &[], &[addr]), addr)
+/// Starts the sesrelay binary on port 0 with `config` (TOML without server.listen).
+fn start_relay(dir: &Path, config: &str) -> (RelayProcess, SocketAddr) {
+    let relay = RelayProcess::start_in(dir, config);
+    let addr = relay.smtp_addr();
+    (relay, addr)
 }
 
 /// The dumped messages of smtp-sink in `dir`, waiting until there are `n` of them.

@@ -20,7 +20,7 @@ async fn relay_with(extra_server: &str) -> (Relay, Capture) {
 async fn greeting_and_ehlo_advertise_the_extensions() {
     let (relay, _up) = relay_with("hostname = \"relay.example\"\nmax_message_size = 1000").await;
     let (mut c, greeting) = Client::connect(relay.addr).await;
-    assert_eq!(greeting, "220 2.0.0 relay.example ESMTP sesrelay");
+    assert_eq!(greeting, "220 relay.example ESMTP sesrelay");
     assert_eq!(
         c.cmd("EHLO client.test").await,
         "250-relay.example\n250-PIPELINING\n250-SIZE 1000\n250-8BITMIME\n250 ENHANCEDSTATUSCODES"
@@ -254,16 +254,16 @@ still content\r\n.\r\n",
     assert!(
         content.ends_with(
             "\r\n\r\nfirst\r\n.\r\nMAIL FROM:<joe@example.com>\r\nRCPT TO:<victim@example.net>\r\n\
-DATA\r\nFrom: joe@example.com\r\n\r\nsmuggled\r\n\r.\r\nstill content\r\n"
+DATA\r\nFrom: joe@example.com\r\n\r\nsmuggled\r\n\r\n.\r\nstill content\r\n"
         ),
         "{content:?}"
     );
-    // No bare LF went upstream, and the lone dot was stuffed on the wire.
+    // No bare LF or bare CR went upstream, and the lone dots were stuffed on the wire.
     assert!(
         !got[0]
             .wire
             .windows(2)
-            .any(|w| w[1] == b'\n' && w[0] != b'\r')
+            .any(|w| (w[1] == b'\n') != (w[0] == b'\r'))
     );
     assert!(String::from_utf8_lossy(&got[0].wire).contains("\r\n..\r\nMAIL FROM"));
     relay.stop().await;
@@ -323,7 +323,7 @@ async fn connections_beyond_the_cap_get_421() {
 
 #[tokio::test]
 async fn idle_clients_are_timed_out() {
-    let (relay, _up) = relay_with("idle_timeout = \"1s\"").await;
+    let (relay, _up) = relay_with("idle_timeout = \"300ms\"").await;
     let mut c = Client::ready(relay.addr).await;
     assert_eq!(
         c.reply().await,

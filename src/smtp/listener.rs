@@ -1,4 +1,5 @@
-//! The accept loop: connection limit, one task per connection, graceful shutdown.
+//! The accept loop: connection limit, one task per connection, the in-flight budget, and
+//! shutdown in two steps (drain, then close at `shutdown_timeout`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,43 +9,100 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::budget::InflightBudget;
 use super::reply;
-use super::session::{self, Handler};
+use super::session::{self, Context, Handler, Lifecycle};
 
-/// Accepts connections on every listener until `shutdown` is set, then waits for the
-/// sessions in flight to finish (each one answers its next command with 421 4.3.2).
+/// How long the sessions closed at `shutdown_timeout` get to write their 421 and end.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The bounds one listener group serves under (`[server]` of the config).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Beyond this, a new connection gets 421 4.7.0 and is closed.
+    pub max_connections: usize,
+    /// After shutdown is signalled, how long sessions may go on before they are closed.
+    pub shutdown_timeout: Duration,
+    /// Pays for the DATA buffers of all sessions together (`max_inflight_bytes`).
+    pub budget: InflightBudget,
+}
+
+/// Accepts connections on every listener until `shutdown` is set; then stops accepting,
+/// lets the sessions finish their messages in flight (each answers its next command with
+/// 421 4.3.2), and closes those still open after `shutdown_timeout`. Returns when every
+/// session has ended, at the latest shortly after `shutdown_timeout`.
 pub async fn serve<H: Handler>(
     listeners: Vec<TcpListener>,
-    max_connections: usize,
+    limits: Limits,
     handler: Arc<H>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    // A semaphore has a bounded number of permits, and they are taken back in one u32.
+    let max_connections = limits.max_connections.clamp(1, u32::MAX as usize);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let (lifecycle, watching) = watch::channel(Lifecycle::Serving);
+    let context = Context {
+        budget: limits.budget.clone(),
+        lifecycle: watching,
+    };
     let mut acceptors = JoinSet::new();
     for listener in listeners {
         acceptors.spawn(accept_loop(
             listener,
             Arc::clone(&slots),
             Arc::clone(&handler),
-            shutdown.clone(),
+            context.clone(),
         ));
     }
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        // Nobody can ask for a stop any more: serve for as long as the listeners do.
+        while acceptors.join_next().await.is_some() {}
+    }
+    let _ = lifecycle.send(Lifecycle::Draining);
     while acceptors.join_next().await.is_some() {}
+
     // Every session holds a slot: all slots back means every session has ended.
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    let open = max_connections - slots.available_permits();
+    if open > 0 {
+        tracing::info!(
+            sessions = open,
+            shutdown_timeout = ?limits.shutdown_timeout,
+            "waiting for the sessions in flight"
+        );
+    }
+    if tokio::time::timeout(limits.shutdown_timeout, slots.acquire_many(all))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let open = max_connections - slots.available_permits();
+    tracing::warn!(
+        sessions = open,
+        "shutdown_timeout reached: closing the sessions still open"
+    );
+    let _ = lifecycle.send(Lifecycle::Closing);
+    if tokio::time::timeout(CLOSE_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let open = max_connections - slots.available_permits();
+        tracing::warn!(sessions = open, "sessions did not end in time; abandoned");
+    }
 }
 
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
     slots: Arc<Semaphore>,
     handler: Arc<H>,
-    mut shutdown: watch::Receiver<bool>,
+    context: Context,
 ) {
+    let mut stopping = context.lifecycle.clone();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = stopping.wait_for(|phase| *phase >= Lifecycle::Draining) => return,
             accepted = listener.accept() => accepted,
         };
         let (mut stream, peer) = match accepted {
@@ -68,13 +126,13 @@ async fn accept_loop<H: Handler>(
             continue;
         };
         let handler = Arc::clone(&handler);
-        let shutdown = shutdown.clone();
+        let context = context.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "connection opened");
-            if let Err(e) = session::run(&mut stream, peer, handler.as_ref(), shutdown).await {
+            if let Err(e) = session::run(&mut stream, peer, handler.as_ref(), context).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
             drop(slot);
         });
     }

@@ -1,10 +1,12 @@
 //! The SMTP protocol, knowing nothing of SES: sessions call a [`Handler`] that the relay
 //! implements.
 
+pub mod budget;
 pub mod data;
 pub mod listener;
 pub mod reply;
 pub mod session;
 
+pub use budget::{InflightBudget, Reservation};
 pub use reply::Reply;
-pub use session::{Handler, SessionConfig, Transaction};
+pub use session::{Context, Handler, Lifecycle, SessionConfig, Transaction};

@@ -19,19 +19,17 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply; control characters in `text` (CR, LF, NUL...) are replaced by spaces so
-    /// that no text taken from a message or an upstream can break the reply framing.
+    /// A reply. Replies are 7-bit ASCII: control characters in `text` (CR, LF, NUL...)
+    /// become spaces, so that no text taken from a message, the config or an upstream can
+    /// break the reply framing, and every other non-ASCII character becomes `?`.
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
         let mut text: String = text.into();
-        if text.chars().any(char::is_control) {
-            text = text
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+        if !text.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()) {
+            text = text.chars().map(printable_ascii).collect();
         }
         Reply {
             code,
-            enhanced: enhanced.to_owned(),
+            enhanced: enhanced.chars().map(printable_ascii).collect(),
             text,
         }
     }
@@ -128,6 +126,16 @@ impl fmt::Display for Reply {
     }
 }
 
+fn printable_ascii(c: char) -> char {
+    if c.is_control() {
+        ' '
+    } else if c.is_ascii() {
+        c
+    } else {
+        '?'
+    }
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
@@ -157,7 +165,8 @@ fn is_enhanced_code(s: &str, code: u16) -> bool {
 // ---------------------------------------------------------------------------------------
 
 pub fn greeting(hostname: &str) -> Reply {
-    Reply::new(220, "2.0.0", format!("{hostname} ESMTP sesrelay"))
+    // No enhanced code in the greeting (RFC 2034: they come with ENHANCEDSTATUSCODES).
+    Reply::new(220, "", format!("{hostname} ESMTP sesrelay"))
 }
 
 pub fn ok() -> Reply {
@@ -280,6 +289,15 @@ pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.7.0", "Too many concurrent SMTP connections")
 }
 
+pub fn too_many_errors() -> Reply {
+    Reply::new(421, "4.7.0", "Too many errors, closing connection")
+}
+
+/// The in-flight budget (`server.max_inflight_bytes`) had no room for the message.
+pub fn insufficient_resources() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system resources")
+}
+
 pub fn idle_timeout() -> Reply {
     Reply::new(451, "4.4.2", "Timeout waiting for data from client")
 }
@@ -366,6 +384,16 @@ mod tests {
     fn control_characters_never_reach_the_wire() {
         let r = Reply::new(554, "5.3.0", "a\r\nRCPT TO:<x>");
         assert_eq!(wire(&r), "554 5.3.0 a  RCPT TO:<x>\r\n");
+    }
+
+    #[test]
+    fn replies_are_ascii() {
+        let r = Reply::relayed(550, "5.1.1 caf\u{e9} \u{fffd}\u{7f}x\u{1F600}");
+        assert_eq!(wire(&r), "550 5.1.1 caf? ? x?\r\n");
+        assert_eq!(
+            wire(&greeting("relay.test")),
+            "220 relay.test ESMTP sesrelay\r\n"
+        );
     }
 
     #[test]

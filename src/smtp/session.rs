@@ -21,15 +21,21 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::data::{DataDecoder, Progress};
+use super::budget::{InflightBudget, Reservation};
+use super::data::{DataDecoder, Decoded, Progress};
 use super::reply::{self, Reply};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
-/// After this many refused commands the connection is closed (Postfix's hard error limit).
+/// After this many syntax or sequence errors the connection is closed (Postfix's hard
+/// error limit); the count starts again after each accepted message.
 const MAX_ERRORS: u32 = 20;
 const READ_CHUNK: usize = 64 * 1024;
+/// How long the last reply may take to write once the session is being closed at
+/// `shutdown_timeout`.
+const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The settings one session runs with (a snapshot taken when the connection opens).
 #[derive(Debug, Clone)]
@@ -37,7 +43,8 @@ pub struct SessionConfig {
     pub hostname: String,
     pub max_message_size: usize,
     pub max_recipients: usize,
-    /// Per command, per DATA chunk and per reply write.
+    /// Bounds each whole command line (from when the session starts waiting for it), each
+    /// read of DATA and each reply write.
     pub idle_timeout: Duration,
     /// Clients that may send without AUTH; everyone else is turned away at connect.
     pub trusted_networks: Vec<IpNet>,
@@ -50,8 +57,36 @@ impl SessionConfig {
     }
 }
 
-/// A complete message with its envelope, as the client sent it.
+/// Where the server stands in its life; sessions watch it (SPEC.md section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lifecycle {
+    Serving,
+    /// Stopping: a session waiting for a command answers 421 4.3.2 and closes; messages
+    /// in flight finish.
+    Draining,
+    /// `shutdown_timeout` has passed: every session still open answers 421 4.3.2 and
+    /// closes, whatever it was doing; a message not yet accepted is discarded.
+    Closing,
+}
+
+/// What a session shares with the rest of the server.
 #[derive(Debug, Clone)]
+pub struct Context {
+    /// Pays for the DATA buffers of all sessions together.
+    pub budget: InflightBudget,
+    pub lifecycle: watch::Receiver<Lifecycle>,
+}
+
+impl Context {
+    /// A context of its own: `budget`, and a lifecycle driven by the returned sender.
+    pub fn new(budget: InflightBudget) -> (watch::Sender<Lifecycle>, Context) {
+        let (tx, lifecycle) = watch::channel(Lifecycle::Serving);
+        (tx, Context { budget, lifecycle })
+    }
+}
+
+/// A complete message with its envelope, as the client sent it.
+#[derive(Debug)]
 pub struct Transaction {
     pub peer: SocketAddr,
     /// The name given in HELO/EHLO.
@@ -63,6 +98,10 @@ pub struct Transaction {
     pub rcpt_to: Vec<String>,
     /// Dot-unstuffed content with CRLF line endings.
     pub content: Vec<u8>,
+    /// The share of the in-flight budget that `content` holds. It is given back when the
+    /// transaction is dropped, that is when the handler's `deliver` has returned (or
+    /// earlier, if the handler drops it once the message is gone).
+    pub reservation: Reservation,
 }
 
 /// What the session asks of the rest of the relay.
@@ -78,12 +117,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Runs one connection to its end.
-pub async fn run<S, H>(
-    stream: S,
-    peer: SocketAddr,
-    handler: &H,
-    shutdown: watch::Receiver<bool>,
-) -> io::Result<()>
+pub async fn run<S, H>(stream: S, peer: SocketAddr, handler: &H, context: Context) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
@@ -93,14 +127,17 @@ where
         stream,
         peer,
         config: &config,
-        shutdown,
+        lifecycle: context.lifecycle,
+        budget: context.budget,
         input: Vec::with_capacity(1024),
         output: Vec::with_capacity(1024),
         discarding: false,
+        line_deadline: None,
         errors: 0,
         helo: None,
         esmtp: false,
         mail_from: None,
+        size_hint: None,
         rcpt_to: Vec::new(),
     };
     session.run(handler).await
@@ -110,17 +147,24 @@ struct Session<'a, S> {
     stream: S,
     peer: SocketAddr,
     config: &'a SessionConfig,
-    shutdown: watch::Receiver<bool>,
+    lifecycle: watch::Receiver<Lifecycle>,
+    budget: InflightBudget,
     /// Bytes read and not yet consumed.
     input: Vec<u8>,
     /// Replies not yet written.
     output: Vec<u8>,
     /// Skipping the rest of an over-long command line.
     discarding: bool,
+    /// When the command line being read must be complete (`idle_timeout` after the
+    /// session began waiting for it); `None` between lines.
+    line_deadline: Option<Instant>,
+    /// Syntax and sequence errors since the last accepted message.
     errors: u32,
     helo: Option<String>,
     esmtp: bool,
     mail_from: Option<String>,
+    /// The `SIZE=` of MAIL, bounded by `max_message_size`.
+    size_hint: Option<usize>,
     rcpt_to: Vec<String>,
 }
 
@@ -138,6 +182,15 @@ enum Filled {
     Shutdown,
 }
 
+/// What a read waits for.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A command line, due by the deadline; the session stops at [`Lifecycle::Draining`].
+    Command(Instant),
+    /// More DATA, due within `idle_timeout`; the session stops at [`Lifecycle::Closing`].
+    Data,
+}
+
 enum Line {
     Command(Vec<u8>),
     TooLong,
@@ -153,11 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.reply(&reply::greeting(&self.config.hostname));
         loop {
             if self.errors >= MAX_ERRORS {
-                self.reply(&Reply::new(
-                    421,
-                    "4.7.0",
-                    "Too many errors, closing connection",
-                ));
+                self.reply(&reply::too_many_errors());
                 return self.flush().await;
             }
             let next = match self.next_line() {
@@ -169,10 +218,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 Some(Line::Command(line)) => self.command(&line, handler),
                 None => {
                     self.flush().await?;
-                    match self.fill(true).await? {
+                    let idle = self.config.idle_timeout;
+                    let deadline = *self
+                        .line_deadline
+                        .get_or_insert_with(|| Instant::now() + idle);
+                    match self.fill(Wait::Command(deadline)).await? {
                         Filled::Data => continue,
                         Filled::Eof => return Ok(()),
                         Filled::Timeout => {
+                            tracing::info!(peer = %self.peer, "idle_timeout waiting for a command line");
                             self.reply(&reply::idle_timeout());
                             return self.flush().await;
                         }
@@ -199,6 +253,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     fn next_line(&mut self) -> Option<Line> {
         match memchr(b'\n', &self.input) {
             Some(pos) => {
+                self.line_deadline = None;
                 let line: Vec<u8> = self.input.drain(..=pos).collect();
                 if std::mem::take(&mut self.discarding) || line.len() > MAX_COMMAND_LINE {
                     Some(Line::TooLong)
@@ -220,36 +275,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         reply.write_to(&mut self.output);
     }
 
+    /// Writes the queued replies, within `idle_timeout`; once the session is being closed
+    /// at `shutdown_timeout`, within a short bound, and a write under way is given up.
     async fn flush(&mut self) -> io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
         }
-        let write = async {
-            self.stream.write_all(&self.output).await?;
-            self.stream.flush().await
+        let closing = *self.lifecycle.borrow() == Lifecycle::Closing;
+        let limit = if closing {
+            self.config.idle_timeout.min(CLOSING_WRITE_TIMEOUT)
+        } else {
+            self.config.idle_timeout
         };
-        match tokio::time::timeout(self.config.idle_timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "reply write timed out",
-                ));
+        let (stream, output) = (&mut self.stream, &self.output);
+        let write = tokio::time::timeout(limit, async {
+            stream.write_all(output).await?;
+            stream.flush().await
+        });
+        let stop = reached(&mut self.lifecycle, Lifecycle::Closing);
+        tokio::select! {
+            result = write => match result {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "reply write timed out"));
+                }
+            },
+            () = stop, if !closing => {
+                return Err(io::Error::other("reply write cut at shutdown_timeout"));
             }
         }
         self.output.clear();
         Ok(())
     }
 
-    /// Reads more input; while waiting for a command (`at_command`), a shutdown ends the wait.
-    async fn fill(&mut self, at_command: bool) -> io::Result<Filled> {
+    /// Reads more input, unless the deadline passes or the server stops first.
+    async fn fill(&mut self, wait: Wait) -> io::Result<Filled> {
         self.input.reserve(READ_CHUNK);
-        let idle = self.config.idle_timeout;
-        let read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.input));
-        let shutdown = shutdown_signalled(&mut self.shutdown);
+        let (deadline, stop_at) = match wait {
+            Wait::Command(deadline) => (deadline, Lifecycle::Draining),
+            Wait::Data => (
+                Instant::now() + self.config.idle_timeout,
+                Lifecycle::Closing,
+            ),
+        };
+        let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input));
+        let stop = reached(&mut self.lifecycle, stop_at);
         tokio::select! {
             biased;
-            () = shutdown, if at_command => Ok(Filled::Shutdown),
+            () = stop => Ok(Filled::Shutdown),
             result = read => match result {
                 Err(_) => Ok(Filled::Timeout),
                 Ok(Ok(0)) => Ok(Filled::Eof),
@@ -261,29 +334,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     fn reset_transaction(&mut self) {
         self.mail_from = None;
+        self.size_hint = None;
         self.rcpt_to.clear();
     }
 
     fn command<H: Handler>(&mut self, line: &[u8], handler: &H) -> Next {
         let request = Request::parse(&mut line.iter());
         let reply = match request {
-            Ok(request) => match self.request(request, handler) {
+            Ok(request) => match self.request(request, line, handler) {
                 Ok(next) => return next,
                 Err(reply) => reply,
             },
+            // smtp-proto refuses some sizes too large for its integer as bad syntax.
+            Err(ParseError::InvalidParameter { .. })
+                if is_mail(line) && self.too_large(declared_size(line)) =>
+            {
+                reply::message_too_long()
+            }
             Err(e) => parse_error_reply(&e),
         };
-        if !reply.is_positive() {
+        if counts_as_error(&reply) {
             self.errors += 1;
         }
         self.reply(&reply);
         Next::Continue
     }
 
-    /// One parsed command. `Ok` means the replies are queued; `Err` is a refusal.
+    /// One parsed command (`line` is its raw text). `Ok` means the replies are queued;
+    /// `Err` is a refusal.
     fn request<H: Handler>(
         &mut self,
         request: Request<Cow<'_, str>>,
+        line: &[u8],
         handler: &H,
     ) -> Result<Next, Reply> {
         match request {
@@ -300,7 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.reply(&reply::helo(&self.config.hostname));
             }
             Request::Mail { from } => {
-                self.mail(&from, handler)?;
+                self.mail(&from, line, handler)?;
                 self.reply(&reply::sender_ok());
             }
             Request::Rcpt { to } => {
@@ -358,6 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     fn mail<H: Handler>(
         &mut self,
         from: &MailFrom<Cow<'_, str>>,
+        line: &[u8],
         handler: &H,
     ) -> Result<(), Reply> {
         if self.helo.is_none() {
@@ -369,9 +452,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if let Some(param) = unsupported_mail_parameter(from) {
             return Err(reply::unsupported_parameter(param));
         }
-        if from.size > self.config.max_message_size {
+        // smtp-proto wraps a SIZE too large for its integer; the raw text is the truth.
+        let declared = declared_size(line);
+        if self.too_large(declared) || from.size > self.config.max_message_size {
             return Err(reply::message_too_long());
         }
+        let declared = match declared {
+            DeclaredSize::Value(size) => Some(size),
+            DeclaredSize::None | DeclaredSize::TooLarge => None,
+        };
         let address = from.address.as_ref();
         if !address.is_empty() {
             if !address.is_ascii() {
@@ -380,7 +469,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             handler.check_sender(address)?;
         }
         self.mail_from = Some(address.to_owned());
+        self.size_hint = declared.and_then(|size| usize::try_from(size).ok());
         Ok(())
+    }
+
+    /// Whether a declared `SIZE=` is over `max_message_size` (or past counting).
+    fn too_large(&self, declared: DeclaredSize) -> bool {
+        match declared {
+            DeclaredSize::None => false,
+            DeclaredSize::Value(size) => size > self.config.max_message_size as u64,
+            DeclaredSize::TooLarge => true,
+        }
     }
 
     fn rcpt<H: Handler>(&mut self, to: &RcptTo<Cow<'_, str>>, handler: &H) -> Result<(), Reply> {
@@ -409,7 +508,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn data<H: Handler>(&mut self, handler: &H) -> io::Result<Next> {
         self.reply(&reply::start_data());
         self.flush().await?;
-        let mut decoder = DataDecoder::new(self.config.max_message_size);
+        let mut decoder = DataDecoder::with_budget(
+            self.config.max_message_size,
+            self.size_hint,
+            self.budget.reservation(),
+        );
         loop {
             if !self.input.is_empty() {
                 match decoder.feed(&self.input) {
@@ -420,10 +523,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     Progress::NeedMore => self.input.clear(),
                 }
             }
-            match self.fill(false).await? {
+            match self.fill(Wait::Data).await? {
                 Filled::Data => {}
-                Filled::Eof | Filled::Shutdown => {
+                Filled::Eof => {
                     tracing::info!(peer = %self.peer, "client went away during DATA; message discarded");
+                    return Ok(Next::Close);
+                }
+                Filled::Shutdown => {
+                    tracing::info!(peer = %self.peer, "shutdown_timeout during DATA; message discarded");
+                    self.reply(&reply::shutting_down(&self.config.hostname));
                     return Ok(Next::Close);
                 }
                 Filled::Timeout => {
@@ -435,35 +543,143 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         let mail_from = self.mail_from.take().unwrap_or_default();
         let rcpt_to = std::mem::take(&mut self.rcpt_to);
-        let reply = if decoder.is_oversized() {
-            tracing::info!(peer = %self.peer, from = %mail_from, "message over max_message_size refused");
-            reply::message_too_long()
-        } else {
-            let transaction = Transaction {
-                peer: self.peer,
-                helo: self.helo.clone().unwrap_or_default(),
-                esmtp: self.esmtp,
-                mail_from,
-                rcpt_to,
-                content: decoder.into_content(),
-            };
-            handler.deliver(transaction).await
+        self.size_hint = None;
+        let reply = match decoder.finish() {
+            Decoded::TooLong => {
+                tracing::info!(peer = %self.peer, from = %mail_from, "message over max_message_size refused");
+                reply::message_too_long()
+            }
+            Decoded::NoRoom => {
+                tracing::warn!(
+                    peer = %self.peer, from = %mail_from,
+                    in_flight = self.budget.in_use(), limit = self.budget.limit(),
+                    "message refused: max_inflight_bytes reached"
+                );
+                reply::insufficient_resources()
+            }
+            Decoded::Message {
+                content,
+                reservation,
+            } => {
+                let transaction = Transaction {
+                    peer: self.peer,
+                    helo: self.helo.clone().unwrap_or_default(),
+                    esmtp: self.esmtp,
+                    mail_from,
+                    rcpt_to,
+                    content,
+                    reservation,
+                };
+                let deliver = handler.deliver(transaction);
+                let stop = reached(&mut self.lifecycle, Lifecycle::Closing);
+                tokio::select! {
+                    biased;
+                    reply = deliver => reply,
+                    () = stop => {
+                        tracing::warn!(peer = %self.peer, "shutdown_timeout while forwarding; message given up");
+                        self.reply(&reply::shutting_down(&self.config.hostname));
+                        return Ok(Next::Close);
+                    }
+                }
+            }
         };
+        if reply.code() / 100 == 2 {
+            self.errors = 0;
+        }
         self.reply(&reply);
         Ok(Next::Continue)
     }
 }
 
-/// Resolves when the shutdown flag is (or becomes) set; never, if its sender is gone.
-async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+/// Resolves when the lifecycle is (or becomes) `phase` or later; never, if its sender is
+/// gone.
+async fn reached(rx: &mut watch::Receiver<Lifecycle>, phase: Lifecycle) {
     loop {
-        if *rx.borrow_and_update() {
+        if *rx.borrow_and_update() >= phase {
             return;
         }
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Syntax and sequence errors count towards the error limit; refusals of a well-formed
+/// command (too many recipients, too large, a non-ASCII address) do not.
+fn counts_as_error(reply: &Reply) -> bool {
+    matches!(reply.code(), 500..=504 | 555)
+}
+
+/// The `SIZE=` parameter of a MAIL command line, read from its raw text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeclaredSize {
+    None,
+    Value(u64),
+    /// Digits too many for any size.
+    TooLarge,
+}
+
+fn declared_size(line: &[u8]) -> DeclaredSize {
+    for param in mail_parameters(line) {
+        let Some((name, value)) = split_at_eq(param) else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case(b"SIZE") {
+            continue;
+        }
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            // Not a number: smtp-proto has refused it already.
+            return DeclaredSize::None;
+        }
+        let mut size: u64 = 0;
+        for &digit in value {
+            match size
+                .checked_mul(10)
+                .and_then(|s| s.checked_add(u64::from(digit - b'0')))
+            {
+                Some(s) => size = s,
+                None => return DeclaredSize::TooLarge,
+            }
+        }
+        return DeclaredSize::Value(size);
+    }
+    DeclaredSize::None
+}
+
+fn is_mail(line: &[u8]) -> bool {
+    line.get(..5)
+        .is_some_and(|verb| verb.eq_ignore_ascii_case(b"MAIL "))
+}
+
+fn split_at_eq(param: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = param.iter().position(|&b| b == b'=')?;
+    Some((param.get(..eq)?, param.get(eq + 1..)?))
+}
+
+/// The parameters after the path of `MAIL FROM:<path> PARAM PARAM...` (the path's
+/// quoted strings skipped, so a `>` or space inside them does not count).
+fn mail_parameters(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let start = line.iter().position(|&b| b == b'<');
+    let rest = start.map_or(&[][..], |start| {
+        let path = line.get(start + 1..).unwrap_or_default();
+        let mut quoted = false;
+        let mut escaped = false;
+        let end = path.iter().position(|&b| {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                quoted = !quoted;
+            } else if b == b'>' && !quoted {
+                return true;
+            }
+            false
+        });
+        end.and_then(|end| path.get(end + 1..)).unwrap_or_default()
+    });
+    rest.split(|b| b.is_ascii_whitespace())
+        .filter(|param| !param.is_empty())
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -534,8 +750,6 @@ mod tests {
 
     use std::sync::Mutex;
 
-    use tokio::io::AsyncReadExt;
-
     use super::*;
 
     struct Recorder {
@@ -567,6 +781,19 @@ mod tests {
         }
     }
 
+    fn recorder(max_message_size: usize, idle_timeout: Duration) -> Recorder {
+        Recorder {
+            config: Arc::new(SessionConfig {
+                hostname: "relay.test".into(),
+                max_message_size,
+                max_recipients: 2,
+                idle_timeout,
+                trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            }),
+            got: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Feeds `input` to a session from 127.0.0.1 (then EOF); returns everything it wrote.
     async fn dialogue(input: &[u8]) -> (String, Vec<Transaction>) {
         dialogue_from("127.0.0.1:4000".parse().unwrap(), input).await
@@ -574,22 +801,13 @@ mod tests {
 
     /// The same from `peer`; only 127.0.0.0/8 is trusted.
     async fn dialogue_from(peer: SocketAddr, input: &[u8]) -> (String, Vec<Transaction>) {
-        let recorder = Recorder {
-            config: Arc::new(SessionConfig {
-                hostname: "relay.test".into(),
-                max_message_size: 100,
-                max_recipients: 2,
-                idle_timeout: Duration::from_secs(5),
-                trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
-            }),
-            got: Mutex::new(Vec::new()),
-        };
+        let recorder = recorder(100, Duration::from_secs(5));
         let (client, server) = tokio::io::duplex(1 << 20);
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(input).await.unwrap();
         client_write.shutdown().await.unwrap();
-        let (_stop, stopped) = watch::channel(false);
-        run(server, peer, &recorder, stopped).await.unwrap();
+        let (_lifecycle, context) = Context::new(InflightBudget::unlimited());
+        run(server, peer, &recorder, context).await.unwrap();
         let mut out = String::new();
         client_read.read_to_string(&mut out).await.unwrap();
         (out, recorder.got.into_inner().unwrap())
@@ -604,7 +822,7 @@ DATA\r\nSubject: s\r\n\r\n..dot\n.\r\n.\r\nQUIT\r\n",
         .await;
         assert_eq!(
             out,
-            "220 2.0.0 relay.test ESMTP sesrelay\r\n250-relay.test\r\n250-PIPELINING\r\n\
+            "220 relay.test ESMTP sesrelay\r\n250-relay.test\r\n250-PIPELINING\r\n\
 250-SIZE 100\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
 250 2.1.5 Ok\r\n452 4.5.3 Too many recipients\r\n354 End data with <CR><LF>.<CR><LF>\r\n\
 250 2.0.0 Ok ID\r\n221 2.0.0 Bye\r\n"
@@ -648,5 +866,257 @@ DATA\r\nSubject: s\r\n\r\n..dot\n.\r\n.\r\nQUIT\r\n",
         let (out, got) = dialogue_from(peer, b"EHLO c\r\n").await;
         assert_eq!(out, "554 5.7.1 Access denied\r\n");
         assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_size_too_large_to_parse_gets_552_at_mail() {
+        let (out, got) = dialogue(
+            b"EHLO c\r\nMAIL FROM:<a@x> SIZE=99999999999999999999999\r\n\
+MAIL FROM:<a@x> SIZE=18446744073709551616\r\nMAIL FROM:<a@x> SIZE=18446744073709551615\r\n\
+MAIL FROM:<a@x> size=101\r\n\
+MAIL FROM:<a@x> SIZE=100\r\nQUIT\r\n",
+        )
+        .await;
+        let replies: Vec<&str> = out.lines().skip(6).collect();
+        assert_eq!(
+            replies,
+            [
+                "552 5.3.4 Message is too long.",
+                "552 5.3.4 Message is too long.",
+                "552 5.3.4 Message is too long.",
+                "552 5.3.4 Message is too long.",
+                "250 2.1.0 Ok",
+                "221 2.0.0 Bye"
+            ],
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn declared_size_reads_the_raw_parameter() {
+        let rows: &[(&[u8], DeclaredSize)] = &[
+            (b"MAIL FROM:<a@x>\r\n", DeclaredSize::None),
+            (b"MAIL FROM:<a@x> SIZE=12\r\n", DeclaredSize::Value(12)),
+            (
+                b"MAIL FROM:<a@x> BODY=8BITMIME size=7\r\n",
+                DeclaredSize::Value(7),
+            ),
+            (
+                b"MAIL FROM:<a@x> SIZE=18446744073709551615\r\n",
+                DeclaredSize::Value(u64::MAX),
+            ),
+            (
+                b"MAIL FROM:<a@x> SIZE=18446744073709551616\r\n",
+                DeclaredSize::TooLarge,
+            ),
+            // Inside the quoted path it is no parameter.
+            (
+                b"MAIL FROM:<\"x> SIZE=999999999999999999999\"@y> SIZE=5\r\n",
+                DeclaredSize::Value(5),
+            ),
+            (b"MAIL FROM:<a@x> SIZE=\r\n", DeclaredSize::None),
+            (b"MAIL FROM:<a@x", DeclaredSize::None),
+            (b"", DeclaredSize::None),
+        ];
+        for (line, expected) in rows {
+            assert_eq!(
+                &declared_size(line),
+                expected,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_error_limit_counts_syntax_errors_and_starts_again_after_a_message() {
+        let mut input = b"EHLO c\r\n".to_vec();
+        for _ in 0..19 {
+            input.extend_from_slice(b"BOGUS\r\n");
+        }
+        // Refusals of well-formed commands do not count.
+        input.extend_from_slice(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\n");
+        for _ in 0..5 {
+            input.extend_from_slice(b"RCPT TO:<d@y>\r\n");
+        }
+        input.extend_from_slice(b"DATA\r\nSubject: s\r\n\r\nx\r\n.\r\n");
+        // The accepted message reset the count: 19 more are allowed, the 20th closes.
+        for _ in 0..20 {
+            input.extend_from_slice(b"BOGUS\r\n");
+        }
+        input.extend_from_slice(b"NOOP\r\n");
+        let (out, got) = dialogue(&input).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(out.matches("452 4.5.3 Too many recipients").count(), 5);
+        assert_eq!(out.matches("500 5.5.2").count(), 39);
+        assert!(
+            out.ends_with("500 5.5.2 Error: command not recognized\r\n421 4.7.0 Too many errors, closing connection\r\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("250 2.0.0 Ok\r\n"),
+            "NOOP after the limit: {out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn twenty_errors_without_a_message_close() {
+        let mut input = b"EHLO c\r\n".to_vec();
+        for _ in 0..25 {
+            input.extend_from_slice(b"MAIL FROM:<a@x> SIZE=1000\r\nDATA\r\n");
+        }
+        let (out, _) = dialogue(&input).await;
+        assert_eq!(out.matches("503 5.5.1").count(), 20, "{out}");
+        assert!(out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_bare_cr_cannot_end_or_hide_anything() {
+        let (out, got) = dialogue(
+            b"HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n\
+Subject: s\rX-Hidden: h\r\n\r\nx\r.\rMAIL FROM:<e@x>\r\n.\r\n",
+        )
+        .await;
+        assert!(out.contains("250 2.0.0 Ok ID"), "{out}");
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].content,
+            b"Subject: s\r\nX-Hidden: h\r\n\r\nx\r\n.\r\nMAIL FROM:<e@x>\r\n"
+        );
+    }
+
+    /// A session over a duplex pipe whose client end the test drives.
+    struct Live {
+        client: tokio::io::DuplexStream,
+        lifecycle: watch::Sender<Lifecycle>,
+        budget: InflightBudget,
+        session: tokio::task::JoinHandle<Vec<Transaction>>,
+    }
+
+    impl Live {
+        fn start(idle_timeout: Duration, budget: InflightBudget, max_message_size: usize) -> Live {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let (lifecycle, context) = Context::new(budget.clone());
+            let session = tokio::spawn(async move {
+                let recorder = recorder(max_message_size, idle_timeout);
+                let peer = "127.0.0.1:4000".parse().unwrap();
+                let _ = run(server, peer, &recorder, context).await;
+                recorder.got.into_inner().unwrap()
+            });
+            Live {
+                client,
+                lifecycle,
+                budget,
+                session,
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.client.write_all(bytes).await.unwrap();
+        }
+
+        /// Everything the session writes until it closes (within 5 s).
+        async fn rest(&mut self) -> String {
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), self.client.read_to_end(&mut out))
+                .await
+                .expect("the session closes")
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trickled_command_line_is_cut_by_idle_timeout() {
+        let mut live = Live::start(Duration::from_millis(300), InflightBudget::unlimited(), 100);
+        let started = Instant::now();
+        let (mut read, mut write) = tokio::io::split(&mut live.client);
+        let trickle = async {
+            for &b in b"NOOP and more and more\r\n" {
+                if write.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        };
+        let mut out = Vec::new();
+        let (_, read) = tokio::join!(trickle, read.read_to_end(&mut out));
+        read.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "220 relay.test ESMTP sesrelay\r\n451 4.4.2 Timeout waiting for data from client\r\n"
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        assert!(live.session.await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn draining_answers_421_at_the_next_command_and_lets_data_finish() {
+        let mut live = Live::start(Duration::from_secs(5), InflightBudget::unlimited(), 100);
+        live.send(b"HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: s\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live.lifecycle.send(Lifecycle::Draining).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live.send(b"\r\nbody\r\n.\r\n").await;
+        let out = live.rest().await;
+        assert!(
+            out.ends_with("250 2.0.0 Ok ID\r\n421 4.3.2 relay.test Service shutting down, closing transmission channel\r\n"),
+            "{out}"
+        );
+        assert_eq!(live.session.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_cuts_a_slow_data_and_discards_the_message() {
+        let mut live = Live::start(Duration::from_secs(5), InflightBudget::unlimited(), 100);
+        live.send(b"HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: s\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live.lifecycle.send(Lifecycle::Draining).unwrap();
+        live.send(b"\r\nslow").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live.lifecycle.send(Lifecycle::Closing).unwrap();
+        let out = live.rest().await;
+        assert!(
+            out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 relay.test Service shutting down, closing transmission channel\r\n"),
+            "{out}"
+        );
+        assert!(live.session.await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_budget_pays_for_the_message_until_the_handler_has_it() {
+        let budget = InflightBudget::new(50);
+        let mut live = Live::start(Duration::from_secs(5), budget.clone(), 100);
+        let _held = live.budget.try_reserve(20).unwrap();
+        // SIZE=40 does not fit the 30 bytes left: the buffer grows instead, and 60 bytes
+        // of content cannot be held.
+        live.send(b"HELO c\r\nMAIL FROM:<a@x> SIZE=40\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+            .await;
+        live.send(&[b'x'; 58]).await;
+        live.send(
+            b"\r\n.\r\nMAIL FROM:<a@x> SIZE=25\r\nRCPT TO:<b@y>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n",
+        )
+        .await;
+        let out = live.rest().await;
+        assert!(
+            out.contains("354 End data with <CR><LF>.<CR><LF>\r\n452 4.3.1 Insufficient system resources\r\n250 2.1.0 Ok\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("250 2.0.0 Ok ID\r\n221 2.0.0 Bye\r\n"),
+            "{out}"
+        );
+        let got = live.session.await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].content, b"small\r\n");
+        assert_eq!(got[0].reservation.bytes(), 25, "sized from SIZE=");
+        assert_eq!(budget.in_use(), 45);
+        drop(got);
+        assert_eq!(budget.in_use(), 20);
     }
 }

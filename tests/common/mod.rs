@@ -25,13 +25,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts sesrelay on 127.0.0.1:0 with `config` (TOML without `server.listen`).
+    /// Starts sesrelay on 127.0.0.1:0 with `config` (TOML without `server.listen`). Unless
+    /// the config says otherwise, `shutdown_timeout` is 2 s, so that [`Relay::stop`] never
+    /// waits long for a session a test left open.
     pub async fn start(config: &str) -> Relay {
         let text = format!("{config}\n");
+        let mut server = "[server]\nlisten = [\"127.0.0.1:0\"]".to_owned();
+        if !text.contains("shutdown_timeout") {
+            server.push_str("\nshutdown_timeout = \"2s\"");
+        }
         let text = if text.contains("[server]") {
-            text.replacen("[server]", "[server]\nlisten = [\"127.0.0.1:0\"]", 1)
+            text.replacen("[server]", &server, 1)
         } else {
-            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{text}")
+            format!("{server}\n{text}")
         };
         let config = Config::parse(&text, Path::new("test.toml")).expect("test config is valid");
         let server = Server::bind(config).await.expect("relay binds");
@@ -330,6 +336,11 @@ impl Client {
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// Sends `bytes` if the server still reads; false once it has closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.get_mut().write_all(bytes).await.is_ok()
     }
 
     /// Reads one complete (possibly multi-line) reply; its lines are joined with "\n".
