@@ -308,6 +308,9 @@ impl Handler for Relay {
     }
 
     async fn deliver(&self, tx: Transaction) -> Reply {
+        // The message's share of the in-flight budget is given back when the upstream is
+        // done with it (at the end of this function), not before.
+        let _reservation = tx.reservation;
         let submission = Submission {
             peer: tx.peer.ip(),
             helo: tx.helo,
