@@ -26,6 +26,72 @@ use crate::upstream::{UpstreamSettings, UpstreamTarget, UpstreamTls};
 /// Default path when neither `--config` nor `$SESRELAY_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/sesrelay.toml";
 
+/// The range of an integer key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntegerRange {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The largest value in words, for sizes (" (1 GiB)"), or "".
+    pub note: &'static str,
+}
+
+/// Every integer key and its range; values outside are refused at load. The caps keep
+/// every later use in range (a semaphore's permits, a size sum, an allocation).
+pub const INTEGER_RANGES: &[IntegerRange] = &[
+    IntegerRange {
+        key: "server.max_message_size",
+        min: 1,
+        max: 1 << 30,
+        note: " (1 GiB)",
+    },
+    IntegerRange {
+        key: "server.max_recipients",
+        min: 1,
+        // SPEC 3: a message takes at most 1000 RCPT, whatever this says.
+        max: 1000,
+        note: "",
+    },
+    IntegerRange {
+        key: "server.max_connections",
+        min: 1,
+        max: 1_000_000,
+        note: "",
+    },
+    IntegerRange {
+        key: "server.max_inflight_bytes",
+        min: 1,
+        max: 64 << 30,
+        note: " (64 GiB)",
+    },
+];
+
+/// The range of a duration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    pub min: Duration,
+    pub max: Duration,
+    /// The limits as written in the error message.
+    pub min_text: &'static str,
+    pub max_text: &'static str,
+}
+
+/// `server.idle_timeout`, `server.shutdown_timeout` and `upstream.timeout`: 1ms to 24h.
+pub const TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(24 * 3600),
+    min_text: "1ms",
+    max_text: "24h",
+};
+
+/// `verification.link_ttl`: 1s to 365d.
+pub const LINK_TTL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(365 * 24 * 3600),
+    min_text: "1s",
+    max_text: "365d",
+};
+
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -428,21 +494,46 @@ impl Source<'_> {
             }
             None => "local".to_owned(),
         };
+        let message_size_span = raw.max_message_size.as_ref().map(Spanned::span);
+        let inflight_span = raw.max_inflight_bytes.as_ref().map(Spanned::span);
         let max_message_size =
-            self.positive(raw.max_message_size, "server.max_message_size", 41_943_040)?;
-        let max_recipients = self.positive(raw.max_recipients, "server.max_recipients", 50)?;
-        let max_connections = self.positive(raw.max_connections, "server.max_connections", 1000)?;
-        let idle_timeout = match raw.idle_timeout {
-            Some(d) => self.duration(&d, "server.idle_timeout")?,
-            None => Duration::from_secs(300),
-        };
-        let max_inflight_bytes =
-            self.positive(raw.max_inflight_bytes, "server.max_inflight_bytes", 268_435_456)?
-                as u64;
-        let shutdown_timeout = match raw.shutdown_timeout {
-            Some(d) => self.duration(&d, "server.shutdown_timeout")?,
-            None => Duration::from_secs(25),
-        };
+            self.integer(raw.max_message_size, "server.max_message_size", 41_943_040)?;
+        let max_recipients = self.integer(raw.max_recipients, "server.max_recipients", 50)?;
+        let max_connections = self.integer(raw.max_connections, "server.max_connections", 1000)?;
+        let idle_timeout =
+            self.duration(raw.idle_timeout, "server.idle_timeout", TIMEOUT_RANGE, 300)?;
+        let max_inflight_bytes = self.integer(
+            raw.max_inflight_bytes,
+            "server.max_inflight_bytes",
+            268_435_456,
+        )?;
+        if max_message_size > max_inflight_bytes {
+            // Name the key the operator wrote; when both are written, the message size.
+            return Err(match (message_size_span, inflight_span) {
+                (Some(span), _) => self.error(
+                    span,
+                    "server.max_message_size",
+                    format!(
+                        "must not exceed server.max_inflight_bytes ({max_inflight_bytes}): \
+                         a message that large could never be held"
+                    ),
+                ),
+                (None, span) => self.error(
+                    span.unwrap_or(0..0),
+                    "server.max_inflight_bytes",
+                    format!(
+                        "must be at least server.max_message_size ({max_message_size}, \
+                         its default): a message that large could never be held"
+                    ),
+                ),
+            });
+        }
+        let shutdown_timeout = self.duration(
+            raw.shutdown_timeout,
+            "server.shutdown_timeout",
+            TIMEOUT_RANGE,
+            25,
+        )?;
         let trusted_networks = match raw.trusted_networks {
             Some(list) => {
                 let mut nets = Vec::with_capacity(list.len());
@@ -470,9 +561,9 @@ impl Source<'_> {
             listen,
             listen_tls: Vec::new(),
             region,
-            max_message_size,
-            max_recipients,
-            max_connections,
+            max_message_size: to_usize(max_message_size),
+            max_recipients: to_usize(max_recipients),
+            max_connections: to_usize(max_connections),
             idle_timeout,
             max_inflight_bytes,
             shutdown_timeout,
@@ -502,37 +593,76 @@ impl Source<'_> {
         Ok(addrs)
     }
 
-    fn positive(
+    /// An integer key in its range (see [`RANGES`]), or `default` when absent.
+    fn integer(
         &self,
         value: Option<Spanned<i64>>,
         key: &str,
-        default: usize,
-    ) -> Result<usize, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => match usize::try_from(*v.get_ref()) {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(self.error(
-                    v.span(),
-                    key,
-                    format!("must be a positive integer, not {}", v.get_ref()),
-                )),
-            },
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let range = INTEGER_RANGES
+            .iter()
+            .find(|r| r.key == key)
+            .copied()
+            .unwrap_or(IntegerRange {
+                key: "",
+                min: 1,
+                max: i64::MAX as u64,
+                note: "",
+            });
+        match u64::try_from(*value.get_ref()) {
+            Ok(n) if (range.min..=range.max).contains(&n) => Ok(n),
+            _ => Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "must be an integer from {} to {}{}, not {}",
+                    range.min,
+                    range.max,
+                    range.note,
+                    value.get_ref()
+                ),
+            )),
         }
     }
 
-    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
-        match humantime::parse_duration(value.get_ref()) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            _ => Err(self.error(
+    /// A duration key within `limits`, or `default_secs` when absent.
+    fn duration(
+        &self,
+        value: Option<Spanned<String>>,
+        key: &str,
+        limits: DurationRange,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Duration::from_secs(default_secs));
+        };
+        let Ok(d) = humantime::parse_duration(value.get_ref()) else {
+            return Err(self.error(
                 value.span(),
                 key,
                 format!(
                     "{:?} is not a duration; write a positive number with a unit, such as \"30s\" or \"5m\"",
                     value.get_ref()
                 ),
-            )),
+            ));
+        };
+        if d < limits.min || d > limits.max {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "must be a duration from {} to {}, not {:?}",
+                    limits.min_text,
+                    limits.max_text,
+                    value.get_ref()
+                ),
+            ));
         }
+        Ok(d)
     }
 
     fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
@@ -617,10 +747,12 @@ impl Source<'_> {
             }
             None => format!("no-reply@{hostname}"),
         };
-        let link_ttl = match raw.link_ttl {
-            Some(t) => self.duration(&t, "verification.link_ttl")?,
-            None => Duration::from_secs(24 * 3600),
-        };
+        let link_ttl = self.duration(
+            raw.link_ttl,
+            "verification.link_ttl",
+            LINK_TTL_RANGE,
+            24 * 3600,
+        )?;
         let secret = match raw.secret_env {
             Some(var) => {
                 let value = std::env::var(var.get_ref())
@@ -729,10 +861,7 @@ impl Source<'_> {
                 "a dir: upstream takes no username/password_env",
             ));
         }
-        let timeout = match raw.timeout {
-            Some(t) => self.duration(&t, "upstream.timeout")?,
-            None => Duration::from_secs(120),
-        };
+        let timeout = self.duration(raw.timeout, "upstream.timeout", TIMEOUT_RANGE, 120)?;
         let ca_file = match raw.ca_file {
             Some(f) => {
                 let path = PathBuf::from(f.get_ref());
@@ -881,6 +1010,11 @@ impl Source<'_> {
         };
         Ok((policy, resources))
     }
+}
+
+/// A checked integer as the `usize` the runtime uses (every range fits a 64-bit `usize`).
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1098,6 +1232,71 @@ mod tests {
         assert!(parse_upstream_url("smtp://u:p@x").is_err());
         assert!(parse_upstream_url("smtps://x?tls=none").is_err());
         assert!(parse_upstream_url("dir:").is_err());
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn numbers_at_their_limits_load() {
+        let config = parse(
+            "[server]\nmax_message_size = 1073741824\nmax_recipients = 1000\n\
+             max_connections = 1000000\nmax_inflight_bytes = 68719476736\n\
+             idle_timeout = \"24h\"\nshutdown_timeout = \"1ms\"\n\
+             [upstream]\nurl = \"dir:x\"\ntimeout = \"1day\"\n\
+             [verification]\nlink_ttl = \"365d\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.max_message_size, 1 << 30);
+        assert_eq!(config.server.max_recipients, 1000);
+        assert_eq!(config.server.max_connections, 1_000_000);
+        assert_eq!(config.server.max_inflight_bytes, 64 << 30);
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(86_400));
+        assert_eq!(config.server.shutdown_timeout, Duration::from_millis(1));
+        assert_eq!(config.upstream.timeout, Duration::from_secs(86_400));
+        assert_eq!(config.verification.link_ttl, LINK_TTL_RANGE.max);
+        // The same message size and budget are allowed.
+        parse("[server]\nmax_message_size = 1000\nmax_inflight_bytes = 1000\n[upstream]\nurl = \"dir:x\"\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_their_key() {
+        for (text, key) in [
+            (
+                "[server]\nmax_connections = 1000001\n",
+                "server.max_connections",
+            ),
+            ("[server]\nmax_recipients = -5\n", "server.max_recipients"),
+            (
+                "[server]\nmax_message_size = 0\n",
+                "server.max_message_size",
+            ),
+            (
+                "[server]\nmax_inflight_bytes = 0\n",
+                "server.max_inflight_bytes",
+            ),
+            ("[server]\nidle_timeout = \"25h\"\n", "server.idle_timeout"),
+            (
+                "[server]\nshutdown_timeout = \"0s\"\n",
+                "server.shutdown_timeout",
+            ),
+            (
+                "[verification]\nlink_ttl = \"366d\"\n",
+                "verification.link_ttl",
+            ),
+            (
+                "[verification]\nlink_ttl = \"99999999999999999999y\"\n",
+                "verification.link_ttl",
+            ),
+        ] {
+            let text = format!("{text}[upstream]\nurl = \"dir:x\"\n");
+            match parse(&text) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]
