@@ -5,6 +5,10 @@
 //! each value is checked and turned into its runtime type. Every error names the file, the
 //! line and column, and the dotted key (`server.max_recipients`), so an operator never has
 //! to guess where a problem is.
+//!
+//! [`Config::parse`] is pure: it reads neither the environment nor other files. What lies
+//! outside the text is looked up in a step of its own, [`Config::resolve_secrets`] (the
+//! secrets that `*_env` keys name), and [`Config::load`] does both for the real process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -144,6 +148,57 @@ pub struct Config {
     pub verification: VerificationConfig,
     /// What the SES API reports beside the policy: names as written, tokens, resource tags.
     pub resources: Resources,
+    /// The secrets the file names by environment variable, and their values once resolved.
+    secrets: Secrets,
+    /// Where `upstream.ca_file` is written, for the error when the file is missing.
+    ca_file_at: Option<Location>,
+}
+
+/// Where a key is written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    key: String,
+    line: usize,
+    column: usize,
+}
+
+/// A secret that the file names by environment variable (a `*_env` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecretRef {
+    var: String,
+    at: Location,
+    purpose: SecretPurpose,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SecretPurpose {
+    /// `upstream.password_env`: the password of `username` for upstream AUTH.
+    UpstreamPassword { username: String },
+    /// `admin.access_keys[i].secret_env`: the secret of access key `id`.
+    AccessKey { id: String },
+    /// `verification.secret_env`: the HMAC key of verification links.
+    LinkKey,
+}
+
+/// The secrets a configuration names, and their values once resolved.
+#[derive(Clone, Default)]
+struct Secrets {
+    refs: Vec<SecretRef>,
+    /// Variable name → value, for every resolved reference.
+    values: BTreeMap<String, String>,
+}
+
+/// Debug output shows which variables are named, never their values.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "vars",
+                &self.refs.iter().map(|r| r.var.as_str()).collect::<Vec<_>>(),
+            )
+            .field("resolved", &self.values.len())
+            .finish()
+    }
 }
 
 /// The `[admin]` section.
@@ -153,11 +208,13 @@ pub struct AdminConfig {
     /// Base of the links in verification messages.
     pub public_url: String,
     /// With keys, every API request must carry a SigV4 signature by one of them; without,
-    /// only loopback clients are served.
+    /// only loopback clients are served. Empty until [`Config::resolve_secrets`] has run, so
+    /// a configuration whose secrets are unresolved serves loopback clients only.
     pub access_keys: Vec<AccessKey>,
 }
 
-/// An access key of `[admin] access_keys`, its secret read from the environment.
+/// An access key of `[admin] access_keys`, its secret resolved from the variable
+/// `secret_env` names (see [`Config::resolve_secrets`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
     pub id: String,
@@ -180,8 +237,9 @@ pub struct VerificationConfig {
     /// From of verification messages.
     pub sender: String,
     pub link_ttl: Duration,
-    /// The HMAC key for verification links, from the variable `secret_env` names; `None`:
-    /// a key generated once and kept beside the config file.
+    /// The HMAC key for verification links, from the variable `secret_env` names (set by
+    /// [`Config::resolve_secrets`]); `None`: a key generated once and kept beside the
+    /// config file.
     pub secret: Option<Vec<u8>>,
     /// DNS server for `_amazonses` TXT lookups; `None`: the system's resolvers.
     pub dns_resolver: Option<SocketAddr>,
@@ -208,21 +266,140 @@ pub struct SetRecord {
     pub resource_tags: BTreeMap<String, String>,
 }
 
+/// The process environment as a secret lookup: `std::env::var`, `None` when a variable is
+/// unset or not UTF-8.
+pub fn env_lookup(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, with its secrets from the environment and
+    /// the files it names checked: what `serve`, `check` and `resolve` use.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &env_lookup)
+    }
+
+    /// [`Config::load`] with the secrets looked up in `lookup` instead of the environment.
+    pub fn load_with(
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?.resolve_secrets(lookup)?;
+        config.check_files()?;
+        Ok(config)
     }
 
-    /// Validates `text`; `path` is used in error messages and kept in the result.
+    /// Validates `text`; `path` is used in error messages and kept in the result. Pure: no
+    /// environment, no files. The secrets the text names are left unresolved (no upstream
+    /// credentials, no access keys, no link key) until [`Config::resolve_secrets`].
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let source = Source { text, path };
         let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         source.build(raw)
+    }
+
+    /// Looks up every secret the file names (`upstream.password_env`,
+    /// `admin.access_keys[].secret_env`, `verification.secret_env`) in `lookup`, which maps
+    /// a variable's name to its value, and puts the values where the relay uses them. A
+    /// variable that `lookup` does not know, or whose value cannot serve, is an error
+    /// naming the key that names it.
+    pub fn resolve_secrets(
+        mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        let mut access_keys = Vec::new();
+        for secret in &self.secrets.refs {
+            let value = lookup(&secret.var);
+            let value = match &secret.purpose {
+                SecretPurpose::UpstreamPassword { username } => {
+                    let password = value.ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} is not set (or is not UTF-8)",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    self.upstream.credentials = Some((username.clone(), password.clone()));
+                    password
+                }
+                SecretPurpose::AccessKey { id } => {
+                    let key = value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} is not set (or is empty or not UTF-8)",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    access_keys.push(AccessKey {
+                        id: id.clone(),
+                        secret: key.clone(),
+                    });
+                    key
+                }
+                SecretPurpose::LinkKey => {
+                    let key = value.filter(|v| v.len() >= 16).ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} must hold a secret of at least 16 characters",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    self.verification.secret = Some(key.clone().into_bytes());
+                    key
+                }
+            };
+            values.insert(secret.var.clone(), value);
+        }
+        if let Some(admin) = &mut self.admin {
+            admin.access_keys = access_keys;
+        }
+        self.secrets.values = values;
+        Ok(self)
+    }
+
+    /// True when every secret the file names has its value (or it names none).
+    pub fn secrets_resolved(&self) -> bool {
+        self.secrets
+            .refs
+            .iter()
+            .all(|r| self.secrets.values.contains_key(&r.var))
+    }
+
+    /// The value resolved for the variable `var`, if this configuration names it: lets a
+    /// configuration re-read from the file take the running one's secrets.
+    pub fn resolved_secret(&self, var: &str) -> Option<&str> {
+        self.secrets.values.get(var).map(String::as_str)
+    }
+
+    /// Checks that the files the configuration names exist (`upstream.ca_file`).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let (Some(path), Some(at)) = (&self.upstream.ca_file, &self.ca_file_at)
+            && !path.is_file()
+        {
+            return Err(self.error_at(at, format!("{} is not a readable file", path.display())));
+        }
+        Ok(())
+    }
+
+    fn error_at(&self, at: &Location, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line: at.line,
+            column: at.column,
+            key: at.key.clone(),
+            message,
+        }
     }
 
     /// One line per identity whose default names a set that does not exist (a deleted set).
@@ -363,6 +540,15 @@ impl Source<'_> {
         }
     }
 
+    fn location(&self, span: Range<usize>, key: impl Into<String>) -> Location {
+        let (line, column) = line_column(self.text, span.start);
+        Location {
+            key: key.into(),
+            line,
+            column,
+        }
+    }
+
     /// A serde/TOML error: its span is looked up in the document to name the key.
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
@@ -416,14 +602,21 @@ impl Source<'_> {
                  remove the section and send from trusted_networks",
             ));
         }
+        let mut secrets = Secrets::default();
         let server = self.server(raw.server)?;
         let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
-        let upstream = self.upstream(raw.upstream, &server.hostname)?;
+        let ca_file_at = raw
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|f| self.location(f.span(), "upstream.ca_file"));
+        let upstream = self.upstream(raw.upstream, &server.hostname, &mut secrets.refs)?;
         let admin = match raw.admin {
-            Some(admin) => Some(self.admin(admin)?),
+            Some(admin) => Some(self.admin(admin, &mut secrets.refs)?),
             None => None,
         };
-        let verification = self.verification(raw.verification, &server.hostname)?;
+        let verification =
+            self.verification(raw.verification, &server.hostname, &mut secrets.refs)?;
         let (policy, resources) = self.policy(
             raw.policy,
             raw.configuration_sets,
@@ -439,6 +632,8 @@ impl Source<'_> {
             admin,
             verification,
             resources,
+            secrets,
+            ca_file_at,
         })
     }
 
@@ -665,7 +860,11 @@ impl Source<'_> {
         Ok(d)
     }
 
-    fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+    fn admin(
+        &self,
+        raw: RawAdmin,
+        secrets: &mut Vec<SecretRef>,
+    ) -> Result<AdminConfig, ConfigError> {
         let listen = match raw.listen {
             Some(l) => l.get_ref().parse().map_err(|_| {
                 self.error(
@@ -694,7 +893,6 @@ impl Source<'_> {
             }
             None => format!("http://{listen}"),
         };
-        let mut access_keys = Vec::new();
         for (i, key) in raw.access_keys.unwrap_or_default().into_iter().enumerate() {
             let id = key.id.get_ref();
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -704,28 +902,21 @@ impl Source<'_> {
                     "an access key id is letters and digits, such as \"AKIAIOSFODNN7EXAMPLE\"",
                 ));
             }
-            let secret = std::env::var(key.secret_env.get_ref())
-                .ok()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    self.error(
-                        key.secret_env.span(),
-                        format!("admin.access_keys[{i}].secret_env"),
-                        format!(
-                            "the environment variable {} is not set (or is empty or not UTF-8)",
-                            key.secret_env.get_ref()
-                        ),
-                    )
-                })?;
-            access_keys.push(AccessKey {
-                id: key.id.into_inner(),
-                secret,
+            secrets.push(SecretRef {
+                at: self.location(
+                    key.secret_env.span(),
+                    format!("admin.access_keys[{i}].secret_env"),
+                ),
+                var: key.secret_env.into_inner(),
+                purpose: SecretPurpose::AccessKey {
+                    id: key.id.into_inner(),
+                },
             });
         }
         Ok(AdminConfig {
             listen,
             public_url,
-            access_keys,
+            access_keys: Vec::new(),
         })
     }
 
@@ -733,6 +924,7 @@ impl Source<'_> {
         &self,
         raw: RawVerification,
         hostname: &str,
+        secrets: &mut Vec<SecretRef>,
     ) -> Result<VerificationConfig, ConfigError> {
         let sender = match raw.sender {
             Some(s) => {
@@ -753,25 +945,13 @@ impl Source<'_> {
             LINK_TTL_RANGE,
             24 * 3600,
         )?;
-        let secret = match raw.secret_env {
-            Some(var) => {
-                let value = std::env::var(var.get_ref())
-                    .ok()
-                    .filter(|v| v.len() >= 16)
-                    .ok_or_else(|| {
-                        self.error(
-                            var.span(),
-                            "verification.secret_env",
-                            format!(
-                                "the environment variable {} must hold a secret of at least 16 characters",
-                                var.get_ref()
-                            ),
-                        )
-                    })?;
-                Some(value.into_bytes())
-            }
-            None => None,
-        };
+        if let Some(var) = raw.secret_env {
+            secrets.push(SecretRef {
+                at: self.location(var.span(), "verification.secret_env"),
+                var: var.into_inner(),
+                purpose: SecretPurpose::LinkKey,
+            });
+        }
         let dns_resolver = match raw.dns_resolver {
             Some(r) => Some(
                 r.get_ref()
@@ -793,7 +973,7 @@ impl Source<'_> {
         Ok(VerificationConfig {
             sender,
             link_ttl,
-            secret,
+            secret: None,
             dns_resolver,
         })
     }
@@ -818,13 +998,18 @@ impl Source<'_> {
         Ok(tags)
     }
 
-    fn upstream(&self, raw: RawUpstream, hostname: &str) -> Result<UpstreamSettings, ConfigError> {
+    fn upstream(
+        &self,
+        raw: RawUpstream,
+        hostname: &str,
+        secrets: &mut Vec<SecretRef>,
+    ) -> Result<UpstreamSettings, ConfigError> {
         let target = parse_upstream_url(raw.url.get_ref())
             .map_err(|m| self.error(raw.url.span(), "upstream.url", m))?;
         let username = raw.username.filter(|u| !u.get_ref().is_empty());
         let password_env = raw.password_env.filter(|p| !p.get_ref().is_empty());
-        let credentials = match (username, password_env) {
-            (None, None) => None,
+        match (username, password_env) {
+            (None, None) => {}
             (Some(user), None) => {
                 return Err(self.error(
                     user.span(),
@@ -841,44 +1026,28 @@ impl Source<'_> {
                 ));
             }
             (Some(user), Some(var)) => {
-                let password = std::env::var(var.get_ref()).map_err(|_| {
-                    self.error(
-                        var.span(),
-                        "upstream.password_env",
-                        format!(
-                            "the environment variable {} is not set (or is not UTF-8)",
-                            var.get_ref()
-                        ),
-                    )
-                })?;
-                Some((user.into_inner(), password))
-            }
-        };
-        if credentials.is_some() && matches!(target, UpstreamTarget::Dir(_)) {
-            return Err(self.error(
-                raw.url.span(),
-                "upstream.url",
-                "a dir: upstream takes no username/password_env",
-            ));
-        }
-        let timeout = self.duration(raw.timeout, "upstream.timeout", TIMEOUT_RANGE, 120)?;
-        let ca_file = match raw.ca_file {
-            Some(f) => {
-                let path = PathBuf::from(f.get_ref());
-                if !path.is_file() {
+                if matches!(target, UpstreamTarget::Dir(_)) {
                     return Err(self.error(
-                        f.span(),
-                        "upstream.ca_file",
-                        format!("{} is not a readable file", path.display()),
+                        raw.url.span(),
+                        "upstream.url",
+                        "a dir: upstream takes no username/password_env",
                     ));
                 }
-                Some(path)
+                secrets.push(SecretRef {
+                    at: self.location(var.span(), "upstream.password_env"),
+                    var: var.into_inner(),
+                    purpose: SecretPurpose::UpstreamPassword {
+                        username: user.into_inner(),
+                    },
+                });
             }
-            None => None,
-        };
+        }
+        let timeout = self.duration(raw.timeout, "upstream.timeout", TIMEOUT_RANGE, 120)?;
+        // Whether the file exists is checked by `Config::check_files`.
+        let ca_file = raw.ca_file.map(|f| PathBuf::from(f.into_inner()));
         Ok(UpstreamSettings {
             target,
-            credentials,
+            credentials: None,
             timeout,
             ca_file,
             hello_name: hostname.to_owned(),
@@ -1296,6 +1465,103 @@ mod tests {
                 Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
+        }
+    }
+
+    const WITH_SECRETS: &str = "[upstream]\nurl = \"smtp://127.0.0.1:2526\"\nusername = \"app\"\n\
+        password_env = \"PW\"\n\n[admin]\naccess_keys = [{ id = \"AKID1\", secret_env = \"K1\" }, \
+        { id = \"AKID2\", secret_env = \"K2\" }]\n\n[verification]\nsecret_env = \"LINK\"\n";
+
+    fn map(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |var| pairs.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn parsing_reads_no_secret_and_resolving_puts_each_in_its_place() {
+        // The variables exist nowhere: parsing does not look.
+        let parsed = parse(WITH_SECRETS).unwrap();
+        assert!(!parsed.secrets_resolved());
+        assert_eq!(parsed.upstream.credentials, None);
+        assert!(parsed.admin.as_ref().unwrap().access_keys.is_empty());
+        assert_eq!(parsed.verification.secret, None);
+
+        let lookup = map(&[
+            ("PW", "hunter2"),
+            ("K1", "secret-one"),
+            ("K2", "secret-two"),
+            ("LINK", "0123456789abcdef"),
+        ]);
+        let config = parsed.resolve_secrets(&lookup).unwrap();
+        assert!(config.secrets_resolved());
+        assert_eq!(
+            config.upstream.credentials,
+            Some(("app".to_owned(), "hunter2".to_owned()))
+        );
+        let keys = &config.admin.as_ref().unwrap().access_keys;
+        assert_eq!(
+            keys.iter()
+                .map(|k| (k.id.as_str(), k.secret.as_str()))
+                .collect::<Vec<_>>(),
+            [("AKID1", "secret-one"), ("AKID2", "secret-two")]
+        );
+        assert_eq!(
+            config.verification.secret.as_deref(),
+            Some(&b"0123456789abcdef"[..])
+        );
+        assert!(!format!("{:?}", config.secrets).contains("secret-one"));
+
+        // A configuration re-read from the file takes the running one's values.
+        let again = parse(WITH_SECRETS)
+            .unwrap()
+            .resolve_secrets(&|var| config.resolved_secret(var).map(str::to_owned))
+            .unwrap();
+        assert_eq!(again.upstream.credentials, config.upstream.credentials);
+        assert_eq!(
+            again.admin.unwrap().access_keys,
+            config.admin.unwrap().access_keys
+        );
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_resolved_names_its_key() {
+        let all = [
+            ("PW", "hunter2"),
+            ("K1", "secret-one"),
+            ("K2", "secret-two"),
+            ("LINK", "0123456789abcdef"),
+        ];
+        for (missing, short, expected) in [
+            (
+                "PW",
+                None,
+                "t.toml:4:16: upstream.password_env: the environment variable PW is not set (or is not UTF-8)",
+            ),
+            (
+                "K2",
+                Some(""),
+                "t.toml:7:82: admin.access_keys[1].secret_env: the environment variable K2 is not set (or is empty or not UTF-8)",
+            ),
+            (
+                "LINK",
+                Some("too short"),
+                "t.toml:10:14: verification.secret_env: the environment variable LINK must hold a secret of at least 16 characters",
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = all
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .chain(short.map(|v| (missing, v)))
+                .collect();
+            let err = parse(WITH_SECRETS)
+                .unwrap()
+                .resolve_secrets(&map(&pairs))
+                .unwrap_err();
+            assert_eq!(err.to_string(), expected);
         }
     }
 

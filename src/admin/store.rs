@@ -16,7 +16,7 @@ use std::sync::Arc;
 use toml_edit::{DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::ApiError;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::relay::Relay;
 
 pub struct Store {
@@ -51,12 +51,22 @@ impl Store {
         })?;
         let result = change(&mut Editor { doc: &mut doc }, &current)?;
         let new_text = doc.to_string();
-        let next = Config::parse(&new_text, &self.path).map_err(|e| {
-            tracing::error!(error = %e, "an API change would make the configuration invalid");
-            ApiError::bad_request(format!(
-                "the change would make the configuration invalid: {e}"
-            ))
-        })?;
+        // The secrets the file names are the running configuration's (read once, at start);
+        // a variable it does not know yet is read from the environment.
+        let live = self.relay.config();
+        let lookup = |var: &str| {
+            live.resolved_secret(var)
+                .map(str::to_owned)
+                .or_else(|| config::env_lookup(var))
+        };
+        let next = Config::parse(&new_text, &self.path)
+            .and_then(|c| c.resolve_secrets(&lookup))
+            .map_err(|e| {
+                tracing::error!(error = %e, "an API change would make the configuration invalid");
+                ApiError::bad_request(format!(
+                    "the change would make the configuration invalid: {e}"
+                ))
+            })?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, new_text.as_bytes()))
             .await
