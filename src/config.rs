@@ -252,13 +252,126 @@ pub struct Resources {
     pub configuration_sets: BTreeMap<String, SetRecord>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an identity is, decided once at load from its name ([`IdentityKind::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdentityKind {
+    /// An email address, `joe@example.com`.
+    Address,
+    /// A domain name, `example.com`: it covers the addresses of its subdomains too.
+    Domain,
+}
+
+impl IdentityKind {
+    /// The kind of identity `name` is, or `None` when it is neither an email address nor a
+    /// domain name. The one place that tells them apart.
+    pub fn of(name: &str) -> Option<IdentityKind> {
+        if is_address(name) {
+            Some(IdentityKind::Address)
+        } else if is_domain(name) {
+            Some(IdentityKind::Domain)
+        } else {
+            None
+        }
+    }
+
+    /// SES's `IdentityType`.
+    pub fn ses_type(self) -> &'static str {
+        match self {
+            IdentityKind::Address => "EMAIL_ADDRESS",
+            IdentityKind::Domain => "DOMAIN",
+        }
+    }
+
+    /// `address` or `domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Address => "address",
+            IdentityKind::Domain => "domain",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an identity proves itself, by kind. In the file: `verification_token` for a domain,
+/// `link_nonce` for an address (which also accepts `verification_token`, its older name).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// An address is verified by opening the link sent to it; the link carries this nonce,
+    /// and a link whose nonce is not the identity's current one verifies nothing. A secret:
+    /// never shown.
+    Address { link_nonce: Option<String> },
+    /// A domain is verified once TXT `_amazonses.<domain>` holds this token. Public: SES
+    /// shows it for the operator to publish.
+    Domain { dns_token: Option<String> },
+}
+
+impl Verification {
+    pub fn kind(&self) -> IdentityKind {
+        match self {
+            Verification::Address { .. } => IdentityKind::Address,
+            Verification::Domain { .. } => IdentityKind::Domain,
+        }
+    }
+}
+
+/// Debug output never shows a link nonce.
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verification::Address { link_nonce } => f
+                .debug_struct("Address")
+                .field("link_nonce", &link_nonce.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            Verification::Domain { dns_token } => f
+                .debug_struct("Domain")
+                .field("dns_token", dns_token)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRecord {
     /// The name as written in the file.
     pub name: String,
-    /// A domain's verification token: verified once TXT `_amazonses.<domain>` holds it.
-    pub verification_token: Option<String>,
+    /// The kind, with what verifies it.
+    pub verification: Verification,
     pub resource_tags: BTreeMap<String, String>,
+}
+
+impl IdentityRecord {
+    pub fn kind(&self) -> IdentityKind {
+        self.verification.kind()
+    }
+
+    /// A domain's DNS token; `None` for an address.
+    pub fn dns_token(&self) -> Option<&str> {
+        match &self.verification {
+            Verification::Domain { dns_token } => dns_token.as_deref(),
+            Verification::Address { .. } => None,
+        }
+    }
+
+    /// An address's link nonce; `None` for a domain.
+    pub fn link_nonce(&self) -> Option<&str> {
+        match &self.verification {
+            Verification::Address { link_nonce } => link_nonce.as_deref(),
+            Verification::Domain { .. } => None,
+        }
+    }
+}
+
+/// An unverified domain and the token its TXT record `_amazonses.<name>` must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingDomain<'a> {
+    /// Lower-cased.
+    pub name: &'a str,
+    pub token: &'a str,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -402,6 +515,32 @@ impl Config {
         }
     }
 
+    /// The identity `name` (compared case-insensitively): its rules and its record.
+    pub fn identity(&self, name: &str) -> Option<(&Identity, &IdentityRecord)> {
+        let identity = self.policy.identities.get(name)?;
+        let record = self.resources.identities.get(&name.to_ascii_lowercase())?;
+        Some((identity, record))
+    }
+
+    /// Every identity in name order (lower-cased), with its rules and its record.
+    pub fn identities(&self) -> impl Iterator<Item = (&str, &Identity, &IdentityRecord)> {
+        self.policy
+            .identities
+            .iter()
+            .filter_map(|(name, identity)| {
+                let record = self.resources.identities.get(name)?;
+                Some((name, identity, record))
+            })
+    }
+
+    /// The unverified domains that have a token, in name order: what a DNS check looks for.
+    pub fn pending_domains(&self) -> impl Iterator<Item = PendingDomain<'_>> {
+        self.identities().filter_map(|(name, identity, record)| {
+            let token = record.dns_token().filter(|_| !identity.verified)?;
+            Some(PendingDomain { name, token })
+        })
+    }
+
     /// One line per identity whose default names a set that does not exist (a deleted set).
     pub fn warnings(&self) -> Vec<String> {
         self.policy
@@ -510,7 +649,9 @@ struct RawConfigurationSet {
 struct RawIdentity {
     verified: Option<bool>,
     default_configuration_set: Option<Spanned<String>>,
+    /// A domain's DNS token; on an address, the older name of `link_nonce`.
     verification_token: Option<Spanned<String>>,
+    link_nonce: Option<Spanned<String>>,
     resource_tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
@@ -978,6 +1119,27 @@ impl Source<'_> {
         })
     }
 
+    /// A domain's token or an address's link nonce: 1-256 printable ASCII characters.
+    fn token(
+        &self,
+        value: Option<Spanned<String>>,
+        identity_key: &str,
+        name: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let text = value.get_ref();
+        if text.is_empty() || text.len() > 256 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.error(
+                value.span(),
+                format!("{identity_key}.{name}"),
+                format!("a {name} is 1-256 printable ASCII characters"),
+            ));
+        }
+        Ok(Some(value.into_inner()))
+    }
+
     /// Resource tags (AWS tagging): keys 1-128 and values 0-256 characters.
     fn resource_tags(
         &self,
@@ -1106,13 +1268,13 @@ impl Source<'_> {
         let mut seen: HashMap<String, String> = HashMap::new();
         for (name, identity) in raw_identities {
             let key = format!("identities.{}", quote_key(name.get_ref()));
-            if !is_identity(name.get_ref()) {
+            let Some(kind) = IdentityKind::of(name.get_ref()) else {
                 return Err(self.error(
                     name.span(),
                     key,
                     "an identity is an email address (joe@example.com) or a domain name (example.com)",
                 ));
-            }
+            };
             let lower = name.get_ref().to_ascii_lowercase();
             if let Some(other) = seen.insert(lower.clone(), name.get_ref().clone()) {
                 return Err(self.error(
@@ -1136,21 +1298,31 @@ impl Source<'_> {
                 }
                 None => None,
             };
-            let verification_token = match identity.verification_token {
-                Some(token) => {
-                    let ok = !token.get_ref().is_empty()
-                        && token.get_ref().len() <= 256
-                        && token.get_ref().bytes().all(|b| b.is_ascii_graphic());
-                    if !ok {
-                        return Err(self.error(
-                            token.span(),
-                            format!("{key}.verification_token"),
-                            "a verification token is 1-256 printable ASCII characters",
-                        ));
-                    }
-                    Some(token.into_inner())
+            let verification = match (kind, identity.verification_token, identity.link_nonce) {
+                (IdentityKind::Domain, token, None) => Verification::Domain {
+                    dns_token: self.token(token, &key, "verification_token")?,
+                },
+                (IdentityKind::Domain, _, Some(nonce)) => {
+                    return Err(self.error(
+                        nonce.span(),
+                        format!("{key}.link_nonce"),
+                        "a domain is verified through DNS, not a link: its token is verification_token",
+                    ));
                 }
-                None => None,
+                (IdentityKind::Address, Some(token), Some(_)) => {
+                    return Err(self.error(
+                        token.span(),
+                        format!("{key}.verification_token"),
+                        "on an address, verification_token is the older name of link_nonce: \
+                         give only link_nonce",
+                    ));
+                }
+                (IdentityKind::Address, Some(token), None) => Verification::Address {
+                    link_nonce: self.token(Some(token), &key, "verification_token")?,
+                },
+                (IdentityKind::Address, None, nonce) => Verification::Address {
+                    link_nonce: self.token(nonce, &key, "link_nonce")?,
+                },
             };
             let resource_tags = self.resource_tags(identity.resource_tags, &key)?;
             identities.insert(
@@ -1164,7 +1336,7 @@ impl Source<'_> {
                 lower,
                 IdentityRecord {
                     name: name.into_inner(),
-                    verification_token,
+                    verification,
                     resource_tags,
                 },
             );
@@ -1563,6 +1735,58 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
+    }
+
+    #[test]
+    fn identities_are_typed_at_load_with_their_own_token() {
+        let config = parse(
+            "[upstream]\nurl = \"dir:x\"\n\
+             [identities.\"Example.ORG\"]\nverification_token = \"dns\"\n\
+             [identities.\"done.example\"]\nverified = true\nverification_token = \"old\"\n\
+             [identities.\"bare.example\"]\n\
+             [identities.\"joe@example.org\"]\nlink_nonce = \"n1\"\n\
+             [identities.\"old@example.org\"]\nverification_token = \"n2\"\n\
+             [identities.localhost]\n",
+        )
+        .unwrap();
+        let kinds: Vec<(&str, IdentityKind)> = config
+            .identities()
+            .map(|(name, _, record)| (name, record.kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("bare.example", IdentityKind::Domain),
+                ("done.example", IdentityKind::Domain),
+                ("example.org", IdentityKind::Domain),
+                ("joe@example.org", IdentityKind::Address),
+                ("localhost", IdentityKind::Domain),
+                ("old@example.org", IdentityKind::Address),
+            ]
+        );
+        let (_, org) = config.identity("EXAMPLE.org").unwrap();
+        assert_eq!(org.name, "Example.ORG");
+        assert_eq!((org.dns_token(), org.link_nonce()), (Some("dns"), None));
+        let (_, joe) = config.identity("joe@example.org").unwrap();
+        assert_eq!((joe.dns_token(), joe.link_nonce()), (None, Some("n1")));
+        // The older key still reads as an address's nonce.
+        let (_, old) = config.identity("old@example.org").unwrap();
+        assert_eq!((old.dns_token(), old.link_nonce()), (None, Some("n2")));
+        assert!(!format!("{old:?}").contains("n2"));
+        // Only unverified domains with a token are pending.
+        assert_eq!(
+            config.pending_domains().collect::<Vec<_>>(),
+            [PendingDomain {
+                name: "example.org",
+                token: "dns"
+            }]
+        );
+        assert_eq!(
+            IdentityKind::of("joe@example.org"),
+            Some(IdentityKind::Address)
+        );
+        assert_eq!(IdentityKind::of("example.org"), Some(IdentityKind::Domain));
+        assert_eq!(IdentityKind::of("joe at example.org"), None);
     }
 
     #[test]

@@ -704,7 +704,7 @@ async fn the_file_keeps_its_comments_and_a_restart_keeps_every_change() {
         "[configuration_sets.by-hand]  # keep me\nsending_enabled = false\n",
         "[configuration_sets.api-set]\n",
         "[identities.\"example.org\"]\nverified = false\ndefault_configuration_set = \"api-set\"\nverification_token = \"",
-        "[identities.\"joe@example.org\"]\nverified = false\n",
+        "[identities.\"joe@example.org\"]\nverified = false\nlink_nonce = \"",
     ] {
         let found = text[at..]
             .find(line)
@@ -831,10 +831,11 @@ async fn verification_links_verify_and_nothing_else_does() {
     // Expired: a link signed with the relay's own key, an hour past its expiry.
     let config = Config::load(&api.config_path()).unwrap();
     let verifier = Verifier::new(&config).unwrap();
-    let nonce = config.resources.identities["joe@example.com"]
-        .verification_token
-        .clone()
-        .expect("the identity keeps its link's nonce");
+    let nonce = config
+        .identity("joe@example.com")
+        .and_then(|(_, record)| record.link_nonce())
+        .expect("the identity keeps its link's nonce")
+        .to_owned();
     let stale = verifier.token(
         "joe@example.com",
         &nonce,
