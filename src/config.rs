@@ -70,6 +70,9 @@ pub const INTEGER_RANGES: &[IntegerRange] = &[
     },
 ];
 
+/// At most this many resource tags on one identity or configuration set, as AWS allows.
+pub const MAX_RESOURCE_TAGS: usize = 50;
+
 /// The range of a duration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationRange {
@@ -1146,8 +1149,21 @@ impl Source<'_> {
         raw: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
         key: &str,
     ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > MAX_RESOURCE_TAGS {
+            // Point at the tag written last: it is one too many.
+            let last = raw.keys().map(Spanned::span).max_by_key(|s| s.start);
+            return Err(self.error(
+                last.unwrap_or(0..0),
+                format!("{key}.resource_tags"),
+                format!(
+                    "at most {MAX_RESOURCE_TAGS} resource tags (as AWS allows), not {}",
+                    raw.len()
+                ),
+            ));
+        }
         let mut tags = BTreeMap::new();
-        for (name, value) in raw.unwrap_or_default() {
+        for (name, value) in raw {
             if let Err(message) = validate_resource_tag(name.get_ref(), value.get_ref()) {
                 return Err(self.error(
                     name.span(),
