@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, IdentityKind};
 use crate::policy::{Decision, MessageFacts, SetReason};
 use crate::relay::rejection_reply;
 use crate::server::Server;
@@ -193,10 +193,9 @@ pub fn check_report(config: &Config) -> String {
     }
 
     let _ = writeln!(out, "identities ({}):", policy.identities.len());
-    let width = policy
-        .identities
-        .iter()
-        .map(|(name, _)| name.len())
+    let width = config
+        .identities()
+        .map(|(name, _, _)| name.len())
         .max()
         .unwrap_or(0)
         .max("IDENTITY".len());
@@ -205,12 +204,8 @@ pub fn check_report(config: &Config) -> String {
         "  {:width$}  {:7}  {:10}  DEFAULT SET",
         "IDENTITY", "TYPE", "STATUS"
     );
-    for (name, identity) in policy.identities.iter() {
-        let kind = if name.contains('@') {
-            "address"
-        } else {
-            "domain"
-        };
+    for (name, identity, record) in config.identities() {
+        let kind = record.kind().as_str();
         let status = if identity.verified {
             "verified"
         } else {
@@ -226,18 +221,30 @@ pub fn check_report(config: &Config) -> String {
         };
         let _ = writeln!(out, "  {name:width$}  {kind:7}  {status:10}  {default}");
     }
-    for (name, identity) in policy.identities.iter() {
-        let token = config
-            .resources
-            .identities
-            .get(name)
-            .and_then(|r| r.verification_token.as_deref());
-        if let (false, Some(token)) = (identity.verified, token) {
-            let _ = writeln!(
-                out,
-                "pending: domain {name} is verified once TXT _amazonses.{name} holds \"{token}\""
-            );
+    for pending in config.pending_domains() {
+        let _ = writeln!(
+            out,
+            "pending: domain {name} is verified once TXT _amazonses.{name} holds \"{token}\"",
+            name = pending.name,
+            token = pending.token,
+        );
+    }
+    // An address's link nonce is a secret: it is never printed.
+    for (name, identity, record) in config.identities() {
+        if identity.verified || record.kind() != IdentityKind::Address {
+            continue;
         }
+        let _ = match record.link_nonce() {
+            Some(_) => writeln!(
+                out,
+                "pending: address {name} waits for its verification link to be opened"
+            ),
+            None => writeln!(
+                out,
+                "pending: address {name} has no verification link pending (create it through \
+                 the API to send one, or set verified = true)"
+            ),
+        };
     }
     for warning in config.warnings() {
         let _ = writeln!(out, "warning: {warning}");

@@ -5,6 +5,10 @@
 //! each value is checked and turned into its runtime type. Every error names the file, the
 //! line and column, and the dotted key (`server.max_recipients`), so an operator never has
 //! to guess where a problem is.
+//!
+//! [`Config::parse`] is pure: it reads neither the environment nor other files. What lies
+//! outside the text is looked up in a step of its own, [`Config::resolve_secrets`] (the
+//! secrets that `*_env` keys name), and [`Config::load`] does both for the real process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +29,75 @@ use crate::upstream::{UpstreamSettings, UpstreamTarget, UpstreamTls};
 
 /// Default path when neither `--config` nor `$SESRELAY_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/sesrelay.toml";
+
+/// The range of an integer key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntegerRange {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The largest value in words, for sizes (" (1 GiB)"), or "".
+    pub note: &'static str,
+}
+
+/// Every integer key and its range; values outside are refused at load. The caps keep
+/// every later use in range (a semaphore's permits, a size sum, an allocation).
+pub const INTEGER_RANGES: &[IntegerRange] = &[
+    IntegerRange {
+        key: "server.max_message_size",
+        min: 1,
+        max: 1 << 30,
+        note: " (1 GiB)",
+    },
+    IntegerRange {
+        key: "server.max_recipients",
+        min: 1,
+        // SPEC 3: a message takes at most 1000 RCPT, whatever this says.
+        max: 1000,
+        note: "",
+    },
+    IntegerRange {
+        key: "server.max_connections",
+        min: 1,
+        max: 1_000_000,
+        note: "",
+    },
+    IntegerRange {
+        key: "server.max_inflight_bytes",
+        min: 1,
+        max: 64 << 30,
+        note: " (64 GiB)",
+    },
+];
+
+/// At most this many resource tags on one identity or configuration set, as AWS allows.
+pub const MAX_RESOURCE_TAGS: usize = 50;
+
+/// The range of a duration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    pub min: Duration,
+    pub max: Duration,
+    /// The limits as written in the error message.
+    pub min_text: &'static str,
+    pub max_text: &'static str,
+}
+
+/// `server.idle_timeout`, `server.shutdown_timeout` and `upstream.timeout`: 1ms to 24h.
+pub const TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(24 * 3600),
+    min_text: "1ms",
+    max_text: "24h",
+};
+
+/// `verification.link_ttl`: 1s to 365d.
+pub const LINK_TTL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(365 * 24 * 3600),
+    min_text: "1s",
+    max_text: "365d",
+};
 
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +151,57 @@ pub struct Config {
     pub verification: VerificationConfig,
     /// What the SES API reports beside the policy: names as written, tokens, resource tags.
     pub resources: Resources,
+    /// The secrets the file names by environment variable, and their values once resolved.
+    secrets: Secrets,
+    /// Where `upstream.ca_file` is written, for the error when the file is missing.
+    ca_file_at: Option<Location>,
+}
+
+/// Where a key is written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    key: String,
+    line: usize,
+    column: usize,
+}
+
+/// A secret that the file names by environment variable (a `*_env` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecretRef {
+    var: String,
+    at: Location,
+    purpose: SecretPurpose,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SecretPurpose {
+    /// `upstream.password_env`: the password of `username` for upstream AUTH.
+    UpstreamPassword { username: String },
+    /// `admin.access_keys[i].secret_env`: the secret of access key `id`.
+    AccessKey { id: String },
+    /// `verification.secret_env`: the HMAC key of verification links.
+    LinkKey,
+}
+
+/// The secrets a configuration names, and their values once resolved.
+#[derive(Clone, Default)]
+struct Secrets {
+    refs: Vec<SecretRef>,
+    /// Variable name → value, for every resolved reference.
+    values: BTreeMap<String, String>,
+}
+
+/// Debug output shows which variables are named, never their values.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "vars",
+                &self.refs.iter().map(|r| r.var.as_str()).collect::<Vec<_>>(),
+            )
+            .field("resolved", &self.values.len())
+            .finish()
+    }
 }
 
 /// The `[admin]` section.
@@ -87,11 +211,13 @@ pub struct AdminConfig {
     /// Base of the links in verification messages.
     pub public_url: String,
     /// With keys, every API request must carry a SigV4 signature by one of them; without,
-    /// only loopback clients are served.
+    /// only loopback clients are served. Empty until [`Config::resolve_secrets`] has run, so
+    /// a configuration whose secrets are unresolved serves loopback clients only.
     pub access_keys: Vec<AccessKey>,
 }
 
-/// An access key of `[admin] access_keys`, its secret read from the environment.
+/// An access key of `[admin] access_keys`, its secret resolved from the variable
+/// `secret_env` names (see [`Config::resolve_secrets`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
     pub id: String,
@@ -114,8 +240,9 @@ pub struct VerificationConfig {
     /// From of verification messages.
     pub sender: String,
     pub link_ttl: Duration,
-    /// The HMAC key for verification links, from the variable `secret_env` names; `None`:
-    /// a key generated once and kept beside the config file.
+    /// The HMAC key for verification links, from the variable `secret_env` names (set by
+    /// [`Config::resolve_secrets`]); `None`: a key generated once and kept beside the
+    /// config file.
     pub secret: Option<Vec<u8>>,
     /// DNS server for `_amazonses` TXT lookups; `None`: the system's resolvers.
     pub dns_resolver: Option<SocketAddr>,
@@ -128,13 +255,126 @@ pub struct Resources {
     pub configuration_sets: BTreeMap<String, SetRecord>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an identity is, decided once at load from its name ([`IdentityKind::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdentityKind {
+    /// An email address, `joe@example.com`.
+    Address,
+    /// A domain name, `example.com`: it covers the addresses of its subdomains too.
+    Domain,
+}
+
+impl IdentityKind {
+    /// The kind of identity `name` is, or `None` when it is neither an email address nor a
+    /// domain name. The one place that tells them apart.
+    pub fn of(name: &str) -> Option<IdentityKind> {
+        if is_address(name) {
+            Some(IdentityKind::Address)
+        } else if is_domain(name) {
+            Some(IdentityKind::Domain)
+        } else {
+            None
+        }
+    }
+
+    /// SES's `IdentityType`.
+    pub fn ses_type(self) -> &'static str {
+        match self {
+            IdentityKind::Address => "EMAIL_ADDRESS",
+            IdentityKind::Domain => "DOMAIN",
+        }
+    }
+
+    /// `address` or `domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Address => "address",
+            IdentityKind::Domain => "domain",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an identity proves itself, by kind. In the file: `verification_token` for a domain,
+/// `link_nonce` for an address (which also accepts `verification_token`, its older name).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// An address is verified by opening the link sent to it; the link carries this nonce,
+    /// and a link whose nonce is not the identity's current one verifies nothing. A secret:
+    /// never shown.
+    Address { link_nonce: Option<String> },
+    /// A domain is verified once TXT `_amazonses.<domain>` holds this token. Public: SES
+    /// shows it for the operator to publish.
+    Domain { dns_token: Option<String> },
+}
+
+impl Verification {
+    pub fn kind(&self) -> IdentityKind {
+        match self {
+            Verification::Address { .. } => IdentityKind::Address,
+            Verification::Domain { .. } => IdentityKind::Domain,
+        }
+    }
+}
+
+/// Debug output never shows a link nonce.
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verification::Address { link_nonce } => f
+                .debug_struct("Address")
+                .field("link_nonce", &link_nonce.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            Verification::Domain { dns_token } => f
+                .debug_struct("Domain")
+                .field("dns_token", dns_token)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRecord {
     /// The name as written in the file.
     pub name: String,
-    /// A domain's verification token: verified once TXT `_amazonses.<domain>` holds it.
-    pub verification_token: Option<String>,
+    /// The kind, with what verifies it.
+    pub verification: Verification,
     pub resource_tags: BTreeMap<String, String>,
+}
+
+impl IdentityRecord {
+    pub fn kind(&self) -> IdentityKind {
+        self.verification.kind()
+    }
+
+    /// A domain's DNS token; `None` for an address.
+    pub fn dns_token(&self) -> Option<&str> {
+        match &self.verification {
+            Verification::Domain { dns_token } => dns_token.as_deref(),
+            Verification::Address { .. } => None,
+        }
+    }
+
+    /// An address's link nonce; `None` for a domain.
+    pub fn link_nonce(&self) -> Option<&str> {
+        match &self.verification {
+            Verification::Address { link_nonce } => link_nonce.as_deref(),
+            Verification::Domain { .. } => None,
+        }
+    }
+}
+
+/// An unverified domain and the token its TXT record `_amazonses.<name>` must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingDomain<'a> {
+    /// Lower-cased.
+    pub name: &'a str,
+    pub token: &'a str,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,21 +382,166 @@ pub struct SetRecord {
     pub resource_tags: BTreeMap<String, String>,
 }
 
+/// The process environment as a secret lookup: `std::env::var`, `None` when a variable is
+/// unset or not UTF-8.
+pub fn env_lookup(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, with its secrets from the environment and
+    /// the files it names checked: what `serve`, `check` and `resolve` use.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &env_lookup)
+    }
+
+    /// [`Config::load`] with the secrets looked up in `lookup` instead of the environment.
+    pub fn load_with(
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?.resolve_secrets(lookup)?;
+        config.check_files()?;
+        Ok(config)
     }
 
-    /// Validates `text`; `path` is used in error messages and kept in the result.
+    /// Validates `text`; `path` is used in error messages and kept in the result. Pure: no
+    /// environment, no files. The secrets the text names are left unresolved (no upstream
+    /// credentials, no access keys, no link key) until [`Config::resolve_secrets`].
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let source = Source { text, path };
         let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         source.build(raw)
+    }
+
+    /// Looks up every secret the file names (`upstream.password_env`,
+    /// `admin.access_keys[].secret_env`, `verification.secret_env`) in `lookup`, which maps
+    /// a variable's name to its value, and puts the values where the relay uses them. A
+    /// variable that `lookup` does not know, or whose value cannot serve, is an error
+    /// naming the key that names it.
+    pub fn resolve_secrets(
+        mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        let mut access_keys = Vec::new();
+        for secret in &self.secrets.refs {
+            let value = lookup(&secret.var);
+            let value = match &secret.purpose {
+                SecretPurpose::UpstreamPassword { username } => {
+                    let password = value.ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} is not set (or is not UTF-8)",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    self.upstream.credentials = Some((username.clone(), password.clone()));
+                    password
+                }
+                SecretPurpose::AccessKey { id } => {
+                    let key = value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} is not set (or is empty or not UTF-8)",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    access_keys.push(AccessKey {
+                        id: id.clone(),
+                        secret: key.clone(),
+                    });
+                    key
+                }
+                SecretPurpose::LinkKey => {
+                    let key = value.filter(|v| v.len() >= 16).ok_or_else(|| {
+                        self.error_at(
+                            &secret.at,
+                            format!(
+                                "the environment variable {} must hold a secret of at least 16 characters",
+                                secret.var
+                            ),
+                        )
+                    })?;
+                    self.verification.secret = Some(key.clone().into_bytes());
+                    key
+                }
+            };
+            values.insert(secret.var.clone(), value);
+        }
+        if let Some(admin) = &mut self.admin {
+            admin.access_keys = access_keys;
+        }
+        self.secrets.values = values;
+        Ok(self)
+    }
+
+    /// True when every secret the file names has its value (or it names none).
+    pub fn secrets_resolved(&self) -> bool {
+        self.secrets
+            .refs
+            .iter()
+            .all(|r| self.secrets.values.contains_key(&r.var))
+    }
+
+    /// The value resolved for the variable `var`, if this configuration names it: lets a
+    /// configuration re-read from the file take the running one's secrets.
+    pub fn resolved_secret(&self, var: &str) -> Option<&str> {
+        self.secrets.values.get(var).map(String::as_str)
+    }
+
+    /// Checks that the files the configuration names exist (`upstream.ca_file`).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let (Some(path), Some(at)) = (&self.upstream.ca_file, &self.ca_file_at)
+            && !path.is_file()
+        {
+            return Err(self.error_at(at, format!("{} is not a readable file", path.display())));
+        }
+        Ok(())
+    }
+
+    fn error_at(&self, at: &Location, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line: at.line,
+            column: at.column,
+            key: at.key.clone(),
+            message,
+        }
+    }
+
+    /// The identity `name` (compared case-insensitively): its rules and its record.
+    pub fn identity(&self, name: &str) -> Option<(&Identity, &IdentityRecord)> {
+        let identity = self.policy.identities.get(name)?;
+        let record = self.resources.identities.get(&name.to_ascii_lowercase())?;
+        Some((identity, record))
+    }
+
+    /// Every identity in name order (lower-cased), with its rules and its record.
+    pub fn identities(&self) -> impl Iterator<Item = (&str, &Identity, &IdentityRecord)> {
+        self.policy
+            .identities
+            .iter()
+            .filter_map(|(name, identity)| {
+                let record = self.resources.identities.get(name)?;
+                Some((name, identity, record))
+            })
+    }
+
+    /// The unverified domains that have a token, in name order: what a DNS check looks for.
+    pub fn pending_domains(&self) -> impl Iterator<Item = PendingDomain<'_>> {
+        self.identities().filter_map(|(name, identity, record)| {
+            let token = record.dns_token().filter(|_| !identity.verified)?;
+            Some(PendingDomain { name, token })
+        })
     }
 
     /// One line per identity whose default names a set that does not exist (a deleted set).
@@ -267,7 +652,9 @@ struct RawConfigurationSet {
 struct RawIdentity {
     verified: Option<bool>,
     default_configuration_set: Option<Spanned<String>>,
+    /// A domain's DNS token; on an address, the older name of `link_nonce`.
     verification_token: Option<Spanned<String>>,
+    link_nonce: Option<Spanned<String>>,
     resource_tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
@@ -294,6 +681,15 @@ impl Source<'_> {
             column,
             key: key.into(),
             message: message.into(),
+        }
+    }
+
+    fn location(&self, span: Range<usize>, key: impl Into<String>) -> Location {
+        let (line, column) = line_column(self.text, span.start);
+        Location {
+            key: key.into(),
+            line,
+            column,
         }
     }
 
@@ -350,14 +746,21 @@ impl Source<'_> {
                  remove the section and send from trusted_networks",
             ));
         }
+        let mut secrets = Secrets::default();
         let server = self.server(raw.server)?;
         let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
-        let upstream = self.upstream(raw.upstream, &server.hostname)?;
+        let ca_file_at = raw
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|f| self.location(f.span(), "upstream.ca_file"));
+        let upstream = self.upstream(raw.upstream, &server.hostname, &mut secrets.refs)?;
         let admin = match raw.admin {
-            Some(admin) => Some(self.admin(admin)?),
+            Some(admin) => Some(self.admin(admin, &mut secrets.refs)?),
             None => None,
         };
-        let verification = self.verification(raw.verification, &server.hostname)?;
+        let verification =
+            self.verification(raw.verification, &server.hostname, &mut secrets.refs)?;
         let (policy, resources) = self.policy(
             raw.policy,
             raw.configuration_sets,
@@ -373,6 +776,8 @@ impl Source<'_> {
             admin,
             verification,
             resources,
+            secrets,
+            ca_file_at,
         })
     }
 
@@ -428,23 +833,46 @@ impl Source<'_> {
             }
             None => "local".to_owned(),
         };
+        let message_size_span = raw.max_message_size.as_ref().map(Spanned::span);
+        let inflight_span = raw.max_inflight_bytes.as_ref().map(Spanned::span);
         let max_message_size =
-            self.positive(raw.max_message_size, "server.max_message_size", 41_943_040)?;
-        let max_recipients = self.positive(raw.max_recipients, "server.max_recipients", 50)?;
-        let max_connections = self.positive(raw.max_connections, "server.max_connections", 1000)?;
-        let idle_timeout = match raw.idle_timeout {
-            Some(d) => self.duration(&d, "server.idle_timeout")?,
-            None => Duration::from_secs(300),
-        };
-        let max_inflight_bytes = self.positive(
+            self.integer(raw.max_message_size, "server.max_message_size", 41_943_040)?;
+        let max_recipients = self.integer(raw.max_recipients, "server.max_recipients", 50)?;
+        let max_connections = self.integer(raw.max_connections, "server.max_connections", 1000)?;
+        let idle_timeout =
+            self.duration(raw.idle_timeout, "server.idle_timeout", TIMEOUT_RANGE, 300)?;
+        let max_inflight_bytes = self.integer(
             raw.max_inflight_bytes,
             "server.max_inflight_bytes",
             268_435_456,
-        )? as u64;
-        let shutdown_timeout = match raw.shutdown_timeout {
-            Some(d) => self.duration(&d, "server.shutdown_timeout")?,
-            None => Duration::from_secs(25),
-        };
+        )?;
+        if max_message_size > max_inflight_bytes {
+            // Name the key the operator wrote; when both are written, the message size.
+            return Err(match (message_size_span, inflight_span) {
+                (Some(span), _) => self.error(
+                    span,
+                    "server.max_message_size",
+                    format!(
+                        "must not exceed server.max_inflight_bytes ({max_inflight_bytes}): \
+                         a message that large could never be held"
+                    ),
+                ),
+                (None, span) => self.error(
+                    span.unwrap_or(0..0),
+                    "server.max_inflight_bytes",
+                    format!(
+                        "must be at least server.max_message_size ({max_message_size}, \
+                         its default): a message that large could never be held"
+                    ),
+                ),
+            });
+        }
+        let shutdown_timeout = self.duration(
+            raw.shutdown_timeout,
+            "server.shutdown_timeout",
+            TIMEOUT_RANGE,
+            25,
+        )?;
         let trusted_networks = match raw.trusted_networks {
             Some(list) => {
                 let mut nets = Vec::with_capacity(list.len());
@@ -472,9 +900,9 @@ impl Source<'_> {
             listen,
             listen_tls: Vec::new(),
             region,
-            max_message_size,
-            max_recipients,
-            max_connections,
+            max_message_size: to_usize(max_message_size),
+            max_recipients: to_usize(max_recipients),
+            max_connections: to_usize(max_connections),
             idle_timeout,
             max_inflight_bytes,
             shutdown_timeout,
@@ -504,40 +932,83 @@ impl Source<'_> {
         Ok(addrs)
     }
 
-    fn positive(
+    /// An integer key in its range (see [`RANGES`]), or `default` when absent.
+    fn integer(
         &self,
         value: Option<Spanned<i64>>,
         key: &str,
-        default: usize,
-    ) -> Result<usize, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => match usize::try_from(*v.get_ref()) {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(self.error(
-                    v.span(),
-                    key,
-                    format!("must be a positive integer, not {}", v.get_ref()),
-                )),
-            },
-        }
-    }
-
-    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
-        match humantime::parse_duration(value.get_ref()) {
-            Ok(d) if !d.is_zero() => Ok(d),
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let range = INTEGER_RANGES
+            .iter()
+            .find(|r| r.key == key)
+            .copied()
+            .unwrap_or(IntegerRange {
+                key: "",
+                min: 1,
+                max: i64::MAX as u64,
+                note: "",
+            });
+        match u64::try_from(*value.get_ref()) {
+            Ok(n) if (range.min..=range.max).contains(&n) => Ok(n),
             _ => Err(self.error(
                 value.span(),
                 key,
                 format!(
-                    "{:?} is not a duration; write a positive number with a unit, such as \"30s\" or \"5m\"",
+                    "must be an integer from {} to {}{}, not {}",
+                    range.min,
+                    range.max,
+                    range.note,
                     value.get_ref()
                 ),
             )),
         }
     }
 
-    fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+    /// A duration key within `limits`, or `default_secs` when absent.
+    fn duration(
+        &self,
+        value: Option<Spanned<String>>,
+        key: &str,
+        limits: DurationRange,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Duration::from_secs(default_secs));
+        };
+        let Ok(d) = humantime::parse_duration(value.get_ref()) else {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "{:?} is not a duration; write a positive number with a unit, such as \"30s\" or \"5m\"",
+                    value.get_ref()
+                ),
+            ));
+        };
+        if d < limits.min || d > limits.max {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!(
+                    "must be a duration from {} to {}, not {:?}",
+                    limits.min_text,
+                    limits.max_text,
+                    value.get_ref()
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn admin(
+        &self,
+        raw: RawAdmin,
+        secrets: &mut Vec<SecretRef>,
+    ) -> Result<AdminConfig, ConfigError> {
         let listen = match raw.listen {
             Some(l) => l.get_ref().parse().map_err(|_| {
                 self.error(
@@ -566,7 +1037,6 @@ impl Source<'_> {
             }
             None => format!("http://{listen}"),
         };
-        let mut access_keys = Vec::new();
         for (i, key) in raw.access_keys.unwrap_or_default().into_iter().enumerate() {
             let id = key.id.get_ref();
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -576,28 +1046,21 @@ impl Source<'_> {
                     "an access key id is letters and digits, such as \"AKIAIOSFODNN7EXAMPLE\"",
                 ));
             }
-            let secret = std::env::var(key.secret_env.get_ref())
-                .ok()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    self.error(
-                        key.secret_env.span(),
-                        format!("admin.access_keys[{i}].secret_env"),
-                        format!(
-                            "the environment variable {} is not set (or is empty or not UTF-8)",
-                            key.secret_env.get_ref()
-                        ),
-                    )
-                })?;
-            access_keys.push(AccessKey {
-                id: key.id.into_inner(),
-                secret,
+            secrets.push(SecretRef {
+                at: self.location(
+                    key.secret_env.span(),
+                    format!("admin.access_keys[{i}].secret_env"),
+                ),
+                var: key.secret_env.into_inner(),
+                purpose: SecretPurpose::AccessKey {
+                    id: key.id.into_inner(),
+                },
             });
         }
         Ok(AdminConfig {
             listen,
             public_url,
-            access_keys,
+            access_keys: Vec::new(),
         })
     }
 
@@ -605,6 +1068,7 @@ impl Source<'_> {
         &self,
         raw: RawVerification,
         hostname: &str,
+        secrets: &mut Vec<SecretRef>,
     ) -> Result<VerificationConfig, ConfigError> {
         let sender = match raw.sender {
             Some(s) => {
@@ -619,29 +1083,19 @@ impl Source<'_> {
             }
             None => format!("no-reply@{hostname}"),
         };
-        let link_ttl = match raw.link_ttl {
-            Some(t) => self.duration(&t, "verification.link_ttl")?,
-            None => Duration::from_secs(24 * 3600),
-        };
-        let secret = match raw.secret_env {
-            Some(var) => {
-                let value = std::env::var(var.get_ref())
-                    .ok()
-                    .filter(|v| v.len() >= 16)
-                    .ok_or_else(|| {
-                        self.error(
-                            var.span(),
-                            "verification.secret_env",
-                            format!(
-                                "the environment variable {} must hold a secret of at least 16 characters",
-                                var.get_ref()
-                            ),
-                        )
-                    })?;
-                Some(value.into_bytes())
-            }
-            None => None,
-        };
+        let link_ttl = self.duration(
+            raw.link_ttl,
+            "verification.link_ttl",
+            LINK_TTL_RANGE,
+            24 * 3600,
+        )?;
+        if let Some(var) = raw.secret_env {
+            secrets.push(SecretRef {
+                at: self.location(var.span(), "verification.secret_env"),
+                var: var.into_inner(),
+                purpose: SecretPurpose::LinkKey,
+            });
+        }
         let dns_resolver = match raw.dns_resolver {
             Some(r) => Some(
                 r.get_ref()
@@ -663,9 +1117,30 @@ impl Source<'_> {
         Ok(VerificationConfig {
             sender,
             link_ttl,
-            secret,
+            secret: None,
             dns_resolver,
         })
+    }
+
+    /// A domain's token or an address's link nonce: 1-256 printable ASCII characters.
+    fn token(
+        &self,
+        value: Option<Spanned<String>>,
+        identity_key: &str,
+        name: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let text = value.get_ref();
+        if text.is_empty() || text.len() > 256 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.error(
+                value.span(),
+                format!("{identity_key}.{name}"),
+                format!("a {name} is 1-256 printable ASCII characters"),
+            ));
+        }
+        Ok(Some(value.into_inner()))
     }
 
     /// Resource tags (AWS tagging): keys 1-128 and values 0-256 characters.
@@ -674,8 +1149,21 @@ impl Source<'_> {
         raw: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
         key: &str,
     ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > MAX_RESOURCE_TAGS {
+            // Point at the tag written last: it is one too many.
+            let last = raw.keys().map(Spanned::span).max_by_key(|s| s.start);
+            return Err(self.error(
+                last.unwrap_or(0..0),
+                format!("{key}.resource_tags"),
+                format!(
+                    "at most {MAX_RESOURCE_TAGS} resource tags (as AWS allows), not {}",
+                    raw.len()
+                ),
+            ));
+        }
         let mut tags = BTreeMap::new();
-        for (name, value) in raw.unwrap_or_default() {
+        for (name, value) in raw {
             if let Err(message) = validate_resource_tag(name.get_ref(), value.get_ref()) {
                 return Err(self.error(
                     name.span(),
@@ -688,13 +1176,18 @@ impl Source<'_> {
         Ok(tags)
     }
 
-    fn upstream(&self, raw: RawUpstream, hostname: &str) -> Result<UpstreamSettings, ConfigError> {
+    fn upstream(
+        &self,
+        raw: RawUpstream,
+        hostname: &str,
+        secrets: &mut Vec<SecretRef>,
+    ) -> Result<UpstreamSettings, ConfigError> {
         let target = parse_upstream_url(raw.url.get_ref())
             .map_err(|m| self.error(raw.url.span(), "upstream.url", m))?;
         let username = raw.username.filter(|u| !u.get_ref().is_empty());
         let password_env = raw.password_env.filter(|p| !p.get_ref().is_empty());
-        let credentials = match (username, password_env) {
-            (None, None) => None,
+        match (username, password_env) {
+            (None, None) => {}
             (Some(user), None) => {
                 return Err(self.error(
                     user.span(),
@@ -711,47 +1204,28 @@ impl Source<'_> {
                 ));
             }
             (Some(user), Some(var)) => {
-                let password = std::env::var(var.get_ref()).map_err(|_| {
-                    self.error(
-                        var.span(),
-                        "upstream.password_env",
-                        format!(
-                            "the environment variable {} is not set (or is not UTF-8)",
-                            var.get_ref()
-                        ),
-                    )
-                })?;
-                Some((user.into_inner(), password))
-            }
-        };
-        if credentials.is_some() && matches!(target, UpstreamTarget::Dir(_)) {
-            return Err(self.error(
-                raw.url.span(),
-                "upstream.url",
-                "a dir: upstream takes no username/password_env",
-            ));
-        }
-        let timeout = match raw.timeout {
-            Some(t) => self.duration(&t, "upstream.timeout")?,
-            None => Duration::from_secs(120),
-        };
-        let ca_file = match raw.ca_file {
-            Some(f) => {
-                let path = PathBuf::from(f.get_ref());
-                if !path.is_file() {
+                if matches!(target, UpstreamTarget::Dir(_)) {
                     return Err(self.error(
-                        f.span(),
-                        "upstream.ca_file",
-                        format!("{} is not a readable file", path.display()),
+                        raw.url.span(),
+                        "upstream.url",
+                        "a dir: upstream takes no username/password_env",
                     ));
                 }
-                Some(path)
+                secrets.push(SecretRef {
+                    at: self.location(var.span(), "upstream.password_env"),
+                    var: var.into_inner(),
+                    purpose: SecretPurpose::UpstreamPassword {
+                        username: user.into_inner(),
+                    },
+                });
             }
-            None => None,
-        };
+        }
+        let timeout = self.duration(raw.timeout, "upstream.timeout", TIMEOUT_RANGE, 120)?;
+        // Whether the file exists is checked by `Config::check_files`.
+        let ca_file = raw.ca_file.map(|f| PathBuf::from(f.into_inner()));
         Ok(UpstreamSettings {
             target,
-            credentials,
+            credentials: None,
             timeout,
             ca_file,
             hello_name: hostname.to_owned(),
@@ -810,13 +1284,13 @@ impl Source<'_> {
         let mut seen: HashMap<String, String> = HashMap::new();
         for (name, identity) in raw_identities {
             let key = format!("identities.{}", quote_key(name.get_ref()));
-            if !is_identity(name.get_ref()) {
+            let Some(kind) = IdentityKind::of(name.get_ref()) else {
                 return Err(self.error(
                     name.span(),
                     key,
                     "an identity is an email address (joe@example.com) or a domain name (example.com)",
                 ));
-            }
+            };
             let lower = name.get_ref().to_ascii_lowercase();
             if let Some(other) = seen.insert(lower.clone(), name.get_ref().clone()) {
                 return Err(self.error(
@@ -840,21 +1314,31 @@ impl Source<'_> {
                 }
                 None => None,
             };
-            let verification_token = match identity.verification_token {
-                Some(token) => {
-                    let ok = !token.get_ref().is_empty()
-                        && token.get_ref().len() <= 256
-                        && token.get_ref().bytes().all(|b| b.is_ascii_graphic());
-                    if !ok {
-                        return Err(self.error(
-                            token.span(),
-                            format!("{key}.verification_token"),
-                            "a verification token is 1-256 printable ASCII characters",
-                        ));
-                    }
-                    Some(token.into_inner())
+            let verification = match (kind, identity.verification_token, identity.link_nonce) {
+                (IdentityKind::Domain, token, None) => Verification::Domain {
+                    dns_token: self.token(token, &key, "verification_token")?,
+                },
+                (IdentityKind::Domain, _, Some(nonce)) => {
+                    return Err(self.error(
+                        nonce.span(),
+                        format!("{key}.link_nonce"),
+                        "a domain is verified through DNS, not a link: its token is verification_token",
+                    ));
                 }
-                None => None,
+                (IdentityKind::Address, Some(token), Some(_)) => {
+                    return Err(self.error(
+                        token.span(),
+                        format!("{key}.verification_token"),
+                        "on an address, verification_token is the older name of link_nonce: \
+                         give only link_nonce",
+                    ));
+                }
+                (IdentityKind::Address, Some(token), None) => Verification::Address {
+                    link_nonce: self.token(Some(token), &key, "verification_token")?,
+                },
+                (IdentityKind::Address, None, nonce) => Verification::Address {
+                    link_nonce: self.token(nonce, &key, "link_nonce")?,
+                },
             };
             let resource_tags = self.resource_tags(identity.resource_tags, &key)?;
             identities.insert(
@@ -868,7 +1352,7 @@ impl Source<'_> {
                 lower,
                 IdentityRecord {
                     name: name.into_inner(),
-                    verification_token,
+                    verification,
                     resource_tags,
                 },
             );
@@ -883,6 +1367,11 @@ impl Source<'_> {
         };
         Ok((policy, resources))
     }
+}
+
+/// A checked integer as the `usize` the runtime uses (every range fits a 64-bit `usize`).
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1100,6 +1589,220 @@ mod tests {
         assert!(parse_upstream_url("smtp://u:p@x").is_err());
         assert!(parse_upstream_url("smtps://x?tls=none").is_err());
         assert!(parse_upstream_url("dir:").is_err());
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn numbers_at_their_limits_load() {
+        let config = parse(
+            "[server]\nmax_message_size = 1073741824\nmax_recipients = 1000\n\
+             max_connections = 1000000\nmax_inflight_bytes = 68719476736\n\
+             idle_timeout = \"24h\"\nshutdown_timeout = \"1ms\"\n\
+             [upstream]\nurl = \"dir:x\"\ntimeout = \"1day\"\n\
+             [verification]\nlink_ttl = \"365d\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.max_message_size, 1 << 30);
+        assert_eq!(config.server.max_recipients, 1000);
+        assert_eq!(config.server.max_connections, 1_000_000);
+        assert_eq!(config.server.max_inflight_bytes, 64 << 30);
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(86_400));
+        assert_eq!(config.server.shutdown_timeout, Duration::from_millis(1));
+        assert_eq!(config.upstream.timeout, Duration::from_secs(86_400));
+        assert_eq!(config.verification.link_ttl, LINK_TTL_RANGE.max);
+        // The same message size and budget are allowed.
+        parse("[server]\nmax_message_size = 1000\nmax_inflight_bytes = 1000\n[upstream]\nurl = \"dir:x\"\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_their_key() {
+        for (text, key) in [
+            (
+                "[server]\nmax_connections = 1000001\n",
+                "server.max_connections",
+            ),
+            ("[server]\nmax_recipients = -5\n", "server.max_recipients"),
+            (
+                "[server]\nmax_message_size = 0\n",
+                "server.max_message_size",
+            ),
+            (
+                "[server]\nmax_inflight_bytes = 0\n",
+                "server.max_inflight_bytes",
+            ),
+            ("[server]\nidle_timeout = \"25h\"\n", "server.idle_timeout"),
+            (
+                "[server]\nshutdown_timeout = \"0s\"\n",
+                "server.shutdown_timeout",
+            ),
+            (
+                "[verification]\nlink_ttl = \"366d\"\n",
+                "verification.link_ttl",
+            ),
+            (
+                "[verification]\nlink_ttl = \"99999999999999999999y\"\n",
+                "verification.link_ttl",
+            ),
+        ] {
+            let text = format!("{text}[upstream]\nurl = \"dir:x\"\n");
+            match parse(&text) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    const WITH_SECRETS: &str = "[upstream]\nurl = \"smtp://127.0.0.1:2526\"\nusername = \"app\"\n\
+        password_env = \"PW\"\n\n[admin]\naccess_keys = [{ id = \"AKID1\", secret_env = \"K1\" }, \
+        { id = \"AKID2\", secret_env = \"K2\" }]\n\n[verification]\nsecret_env = \"LINK\"\n";
+
+    fn map(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |var| pairs.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn parsing_reads_no_secret_and_resolving_puts_each_in_its_place() {
+        // The variables exist nowhere: parsing does not look.
+        let parsed = parse(WITH_SECRETS).unwrap();
+        assert!(!parsed.secrets_resolved());
+        assert_eq!(parsed.upstream.credentials, None);
+        assert!(parsed.admin.as_ref().unwrap().access_keys.is_empty());
+        assert_eq!(parsed.verification.secret, None);
+
+        let lookup = map(&[
+            ("PW", "hunter2"),
+            ("K1", "secret-one"),
+            ("K2", "secret-two"),
+            ("LINK", "0123456789abcdef"),
+        ]);
+        let config = parsed.resolve_secrets(&lookup).unwrap();
+        assert!(config.secrets_resolved());
+        assert_eq!(
+            config.upstream.credentials,
+            Some(("app".to_owned(), "hunter2".to_owned()))
+        );
+        let keys = &config.admin.as_ref().unwrap().access_keys;
+        assert_eq!(
+            keys.iter()
+                .map(|k| (k.id.as_str(), k.secret.as_str()))
+                .collect::<Vec<_>>(),
+            [("AKID1", "secret-one"), ("AKID2", "secret-two")]
+        );
+        assert_eq!(
+            config.verification.secret.as_deref(),
+            Some(&b"0123456789abcdef"[..])
+        );
+        assert!(!format!("{:?}", config.secrets).contains("secret-one"));
+
+        // A configuration re-read from the file takes the running one's values.
+        let again = parse(WITH_SECRETS)
+            .unwrap()
+            .resolve_secrets(&|var| config.resolved_secret(var).map(str::to_owned))
+            .unwrap();
+        assert_eq!(again.upstream.credentials, config.upstream.credentials);
+        assert_eq!(
+            again.admin.unwrap().access_keys,
+            config.admin.unwrap().access_keys
+        );
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_resolved_names_its_key() {
+        let all = [
+            ("PW", "hunter2"),
+            ("K1", "secret-one"),
+            ("K2", "secret-two"),
+            ("LINK", "0123456789abcdef"),
+        ];
+        for (missing, short, expected) in [
+            (
+                "PW",
+                None,
+                "t.toml:4:16: upstream.password_env: the environment variable PW is not set (or is not UTF-8)",
+            ),
+            (
+                "K2",
+                Some(""),
+                "t.toml:7:82: admin.access_keys[1].secret_env: the environment variable K2 is not set (or is empty or not UTF-8)",
+            ),
+            (
+                "LINK",
+                Some("too short"),
+                "t.toml:10:14: verification.secret_env: the environment variable LINK must hold a secret of at least 16 characters",
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = all
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .chain(short.map(|v| (missing, v)))
+                .collect();
+            let err = parse(WITH_SECRETS)
+                .unwrap()
+                .resolve_secrets(&map(&pairs))
+                .unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn identities_are_typed_at_load_with_their_own_token() {
+        let config = parse(
+            "[upstream]\nurl = \"dir:x\"\n\
+             [identities.\"Example.ORG\"]\nverification_token = \"dns\"\n\
+             [identities.\"done.example\"]\nverified = true\nverification_token = \"old\"\n\
+             [identities.\"bare.example\"]\n\
+             [identities.\"joe@example.org\"]\nlink_nonce = \"n1\"\n\
+             [identities.\"old@example.org\"]\nverification_token = \"n2\"\n\
+             [identities.localhost]\n",
+        )
+        .unwrap();
+        let kinds: Vec<(&str, IdentityKind)> = config
+            .identities()
+            .map(|(name, _, record)| (name, record.kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("bare.example", IdentityKind::Domain),
+                ("done.example", IdentityKind::Domain),
+                ("example.org", IdentityKind::Domain),
+                ("joe@example.org", IdentityKind::Address),
+                ("localhost", IdentityKind::Domain),
+                ("old@example.org", IdentityKind::Address),
+            ]
+        );
+        let (_, org) = config.identity("EXAMPLE.org").unwrap();
+        assert_eq!(org.name, "Example.ORG");
+        assert_eq!((org.dns_token(), org.link_nonce()), (Some("dns"), None));
+        let (_, joe) = config.identity("joe@example.org").unwrap();
+        assert_eq!((joe.dns_token(), joe.link_nonce()), (None, Some("n1")));
+        // The older key still reads as an address's nonce.
+        let (_, old) = config.identity("old@example.org").unwrap();
+        assert_eq!((old.dns_token(), old.link_nonce()), (None, Some("n2")));
+        assert!(!format!("{old:?}").contains("n2"));
+        // Only unverified domains with a token are pending.
+        assert_eq!(
+            config.pending_domains().collect::<Vec<_>>(),
+            [PendingDomain {
+                name: "example.org",
+                token: "dns"
+            }]
+        );
+        assert_eq!(
+            IdentityKind::of("joe@example.org"),
+            Some(IdentityKind::Address)
+        );
+        assert_eq!(IdentityKind::of("example.org"), Some(IdentityKind::Domain));
+        assert_eq!(IdentityKind::of("joe at example.org"), None);
     }
 
     #[test]

@@ -44,7 +44,16 @@ impl Api {
 
     /// Starts (or restarts) on the config file already in `dir`.
     async fn start_in(dir: tempfile::TempDir) -> Api {
-        let config = Config::load(&dir.path().join("sesrelay.toml")).expect("valid config");
+        Api::start_with_secrets(dir, &|_| None).await
+    }
+
+    /// [`Api::start_in`], the secrets the file names looked up in `secrets`.
+    async fn start_with_secrets(
+        dir: tempfile::TempDir,
+        secrets: &dyn Fn(&str) -> Option<String>,
+    ) -> Api {
+        let config =
+            Config::load_with(&dir.path().join("sesrelay.toml"), secrets).expect("valid config");
         let server = Server::bind(config).await.expect("binds");
         let base = format!("http://{}", server.admin_addr().expect("admin listener"));
         let smtp = server.local_addrs()[0];
@@ -695,7 +704,7 @@ async fn the_file_keeps_its_comments_and_a_restart_keeps_every_change() {
         "[configuration_sets.by-hand]  # keep me\nsending_enabled = false\n",
         "[configuration_sets.api-set]\n",
         "[identities.\"example.org\"]\nverified = false\ndefault_configuration_set = \"api-set\"\nverification_token = \"",
-        "[identities.\"joe@example.org\"]\nverified = false\n",
+        "[identities.\"joe@example.org\"]\nverified = false\nlink_nonce = \"",
     ] {
         let found = text[at..]
             .find(line)
@@ -822,10 +831,11 @@ async fn verification_links_verify_and_nothing_else_does() {
     // Expired: a link signed with the relay's own key, an hour past its expiry.
     let config = Config::load(&api.config_path()).unwrap();
     let verifier = Verifier::new(&config).unwrap();
-    let nonce = config.resources.identities["joe@example.com"]
-        .verification_token
-        .clone()
-        .expect("the identity keeps its link's nonce");
+    let nonce = config
+        .identity("joe@example.com")
+        .and_then(|(_, record)| record.link_nonce())
+        .expect("the identity keeps its link's nonce")
+        .to_owned();
     let stale = verifier.token(
         "joe@example.com",
         &nonce,
@@ -983,17 +993,15 @@ fn tempdir_holding(path: &Path) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn with_access_keys_unsigned_requests_are_refused() {
-    // The secret is read from the environment at load. The variable is this test's own, and
-    // no other test reads or writes the environment.
+    // The secret is looked up at load, here in a map rather than the environment.
     let var = "SESRELAY_TEST_ADMIN_SECRET_A";
-    // SAFETY: no other thread of this test binary touches the environment.
-    unsafe { std::env::set_var(var, "wJalrXUtnFEMI-test-secret") };
+    let secrets = std::collections::HashMap::from([(var, "wJalrXUtnFEMI-test-secret")]);
     let dir = tempfile::tempdir().unwrap();
     let text = BASE_CONFIG
         .replace("OUTBOX", &dir.path().join("outbox").display().to_string())
         .replace("listen = \"127.0.0.1:0\"\n", &format!("listen = \"127.0.0.1:0\"\naccess_keys = [{{ id = \"AKIDTEST\", secret_env = \"{var}\" }}]\n"));
     std::fs::write(dir.path().join("sesrelay.toml"), text).unwrap();
-    let api = Api::start_in(dir).await;
+    let api = Api::start_with_secrets(dir, &|v| secrets.get(v).map(|s| s.to_string())).await;
     api.err(
         Method::GET,
         "/v2/email/configuration-sets",

@@ -47,6 +47,66 @@ fn check_prints_the_identity_table_and_warns_about_deleted_sets() {
 }
 
 #[test]
+fn check_shows_what_each_pending_identity_waits_for_and_never_a_link_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sesrelay.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"dir:outbox\"\n\n\
+         [identities.\"example.org\"]\nverification_token = \"dns-token-1\"\n\n\
+         [identities.\"verified.example\"]\nverified = true\nverification_token = \"dns-token-2\"\n\n\
+         [identities.\"joe@example.org\"]\nlink_nonce = \"secret-nonce-1\"\n\n\
+         [identities.\"old@example.org\"]\nverification_token = \"secret-nonce-2\"\n\n\
+         [identities.\"hand@example.org\"]\nverified = false\n",
+    )
+    .unwrap();
+    let out = sesrelay(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for row in [
+        "  example.org       domain   unverified  -\n",
+        "  hand@example.org  address  unverified  -\n",
+        "  joe@example.org   address  unverified  -\n",
+        "  old@example.org   address  unverified  -\n",
+        "  verified.example  domain   verified    -\n",
+    ] {
+        assert!(text.contains(row), "{row:?} in:\n{text}");
+    }
+    let pending: Vec<&str> = text.lines().filter(|l| l.starts_with("pending:")).collect();
+    assert_eq!(
+        pending,
+        [
+            "pending: domain example.org is verified once TXT _amazonses.example.org holds \"dns-token-1\"",
+            "pending: address hand@example.org has no verification link pending (create it through the API to send one, or set verified = true)",
+            "pending: address joe@example.org waits for its verification link to be opened",
+            "pending: address old@example.org waits for its verification link to be opened",
+        ],
+        "{text}"
+    );
+    assert!(!text.contains("secret-nonce"), "{text}");
+    assert!(!text.contains("_amazonses.joe"), "{text}");
+}
+
+#[test]
+fn a_number_out_of_range_stops_serve_with_its_key() {
+    let out = sesrelay(&[
+        "serve",
+        "--config",
+        "tests/bad_configs/32-max-connections-too-large.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(
+            "32-max-connections-too-large.toml:2:19: server.max_connections: must be an integer from 1 to 1000000, not 9223372036854775807"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_refuses_a_bad_config_with_exit_1() {
     let out = sesrelay(&["check", "--config", "tests/bad_configs/01-unknown-key.toml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::error::ApiError;
 use super::verification::LinkError;
-use crate::config::{self, Config};
+use crate::config::{self, IdentityKind, Verification};
 use crate::policy::{Rejection, is_valid_configuration_set_name};
 use crate::relay::{Refusal, Submission};
 use crate::upstream::DeliveryError;
@@ -69,14 +69,6 @@ fn resource_tags(tags: Vec<Tag>) -> Result<Vec<(String, String)>, ApiError> {
         out.push((tag.key, tag.value));
     }
     Ok(out)
-}
-
-fn identity_type(name: &str) -> &'static str {
-    if name.contains('@') {
-        "EMAIL_ADDRESS"
-    } else {
-        "DOMAIN"
-    }
 }
 
 /// The paging parameters of the List operations: from the query string (GET, as the
@@ -187,16 +179,17 @@ struct CreateEmailIdentityRequest {
 
 /// `DkimAttributes`: sesrelay signs nothing; for a domain, `Tokens` holds the token to
 /// publish as TXT `_amazonses.<domain>`.
-fn dkim_attributes(name: &str, verified: bool, token: Option<&str>) -> Value {
-    if name.contains('@') {
-        json!({ "SigningEnabled": false, "Status": "NOT_STARTED", "Tokens": [] })
-    } else {
-        json!({
+fn dkim_attributes(kind: IdentityKind, verified: bool, dns_token: Option<&str>) -> Value {
+    match kind {
+        IdentityKind::Address => {
+            json!({ "SigningEnabled": false, "Status": "NOT_STARTED", "Tokens": [] })
+        }
+        IdentityKind::Domain => json!({
             "SigningEnabled": false,
             "Status": if verified { "SUCCESS" } else { "PENDING" },
-            "Tokens": token.into_iter().collect::<Vec<_>>(),
+            "Tokens": dns_token.into_iter().collect::<Vec<_>>(),
             "SigningAttributesOrigin": "AWS_SES",
-        })
+        }),
     }
 }
 
@@ -216,16 +209,23 @@ pub async fn create_email_identity(
 ) -> Result<Response, ApiError> {
     let req: CreateEmailIdentityRequest = parse(&body)?;
     let name = req.email_identity.trim().to_owned();
-    if !config::is_identity(&name) {
+    let Some(kind) = IdentityKind::of(&name) else {
         return Err(ApiError::bad_request(format!(
             "Invalid email identity <{name}>."
         )));
-    }
+    };
     let tags = resource_tags(req.tags)?;
-    let is_domain = !name.contains('@');
     // A domain's token goes into its TXT record; an address's is the nonce its
     // verification link must match.
     let token = new_token();
+    let verification = match kind {
+        IdentityKind::Domain => Verification::Domain {
+            dns_token: Some(token.clone()),
+        },
+        IdentityKind::Address => Verification::Address {
+            link_nonce: Some(token.clone()),
+        },
+    };
     state
         .store
         .edit(|editor, config| {
@@ -242,19 +242,19 @@ pub async fn create_email_identity(
             editor.add_identity(
                 &name,
                 req.configuration_set_name.as_deref(),
-                Some(&token),
+                &verification,
                 &tags,
             )
         })
         .await?;
     tracing::info!(identity = %name, "email identity created");
-    if !is_domain {
+    if kind == IdentityKind::Address {
         state.send_verification(&name, &token).await;
     }
     Ok(Json(json!({
-        "IdentityType": identity_type(&name),
+        "IdentityType": kind.ses_type(),
         "VerifiedForSendingStatus": false,
-        "DkimAttributes": dkim_attributes(&name, false, Some(&token)),
+        "DkimAttributes": dkim_attributes(kind, false, Some(&token)),
     }))
     .into_response())
 }
@@ -264,33 +264,24 @@ pub async fn get_email_identity(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let mut config = state.relay.config();
-    let identity = config
-        .policy
-        .identities
-        .get(&name)
+    let (identity, record) = config
+        .identity(&name)
         .ok_or_else(|| ApiError::no_identity(&name))?;
-    if !identity.verified && !name.contains('@') {
+    if !identity.verified && record.kind() == IdentityKind::Domain {
         // A pending domain: look for its TXT record now, as SES keeps doing. Read the
         // configuration again either way: the background checker may have been quicker.
         state.check_domain(&name).await;
         config = state.relay.config();
     }
-    let key = name.to_ascii_lowercase();
-    let identity = config
-        .policy
-        .identities
-        .get(&name)
+    let (identity, record) = config
+        .identity(&name)
         .ok_or_else(|| ApiError::no_identity(&name))?;
-    let record = config.resources.identities.get(&key);
-    let token = record.and_then(|r| r.verification_token.as_deref());
-    let tags = record
-        .map(|r| tags_out(&r.resource_tags))
-        .unwrap_or_default();
+    let tags = tags_out(&record.resource_tags);
     let mut body = json!({
-        "IdentityType": identity_type(&name),
+        "IdentityType": record.kind().ses_type(),
         "FeedbackForwardingStatus": true,
         "VerifiedForSendingStatus": identity.verified,
-        "DkimAttributes": dkim_attributes(&name, identity.verified, token),
+        "DkimAttributes": dkim_attributes(record.kind(), identity.verified, record.dns_token()),
         "Policies": {},
         "Tags": tags,
         "VerificationStatus": if identity.verified { "SUCCESS" } else { "PENDING" },
@@ -351,17 +342,12 @@ pub async fn list_email_identities(
     req: ListRequest,
 ) -> Result<Response, ApiError> {
     let config = state.relay.config();
-    let entries = config.policy.identities.iter().map(|(key, identity)| {
-        let shown = config
-            .resources
-            .identities
-            .get(key)
-            .map_or(key, |r| r.name.as_str());
+    let entries = config.identities().map(|(key, identity, record)| {
         (
             key,
             json!({
-                "IdentityType": identity_type(key),
-                "IdentityName": shown,
+                "IdentityType": record.kind().ses_type(),
+                "IdentityName": record.name,
                 "SendingEnabled": identity.verified,
                 "VerificationStatus": if identity.verified { "SUCCESS" } else { "PENDING" },
             }),
@@ -821,15 +807,10 @@ pub async fn verify_link(State(state): State<AdminState>, RawQuery(query): RawQu
     let result = state
         .store
         .edit(|editor, config| {
-            if config.policy.identities.get(&identity).is_none() {
+            let Some((_, record)) = config.identity(&identity) else {
                 return Err(ApiError::no_identity(&identity));
-            }
-            let current = config
-                .resources
-                .identities
-                .get(&identity.to_ascii_lowercase())
-                .and_then(|r| r.verification_token.as_deref());
-            if current != Some(nonce.as_str()) {
+            };
+            if record.link_nonce() != Some(nonce.as_str()) {
                 return Err(ApiError::bad_request(LinkError::Superseded.to_string()));
             }
             editor.mark_verified(&identity)
@@ -864,23 +845,4 @@ pub async fn unknown_operation() -> ApiError {
         "UnknownOperationException",
         "sesrelay does not implement this operation.",
     )
-}
-
-/// What a pending domain needs to be verified, for `check_domain`.
-pub fn pending_domains(config: &Config) -> Vec<(String, String)> {
-    config
-        .policy
-        .identities
-        .iter()
-        .filter(|(name, identity)| !identity.verified && !name.contains('@'))
-        .filter_map(|(name, _)| {
-            let token = config
-                .resources
-                .identities
-                .get(name)?
-                .verification_token
-                .clone()?;
-            Some((name.to_owned(), token))
-        })
-        .collect()
 }

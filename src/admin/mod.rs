@@ -91,14 +91,12 @@ impl AdminState {
     pub async fn check_domain(&self, domain: &str) -> bool {
         let config = self.relay.config();
         let Some(token) = config
-            .resources
-            .identities
-            .get(&domain.to_ascii_lowercase())
-            .and_then(|r| r.verification_token.clone())
+            .identity(domain)
+            .and_then(|(_, record)| record.dns_token())
         else {
             return false;
         };
-        if !self.verifier.domain_has_token(domain, &token).await {
+        if !self.verifier.domain_has_token(domain, token).await {
             return false;
         }
         let marked = self
@@ -127,9 +125,9 @@ impl AdminState {
 
     /// Looks up every pending domain once.
     pub async fn check_pending_domains(&self) {
-        let pending = api::pending_domains(&self.relay.config());
-        for (domain, _) in pending {
-            self.check_domain(&domain).await;
+        let config = self.relay.config();
+        for pending in config.pending_domains() {
+            self.check_domain(pending.name).await;
         }
     }
 }

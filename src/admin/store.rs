@@ -16,7 +16,7 @@ use std::sync::Arc;
 use toml_edit::{DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::ApiError;
-use crate::config::Config;
+use crate::config::{self, Config, Verification};
 use crate::relay::Relay;
 
 pub struct Store {
@@ -51,12 +51,22 @@ impl Store {
         })?;
         let result = change(&mut Editor { doc: &mut doc }, &current)?;
         let new_text = doc.to_string();
-        let next = Config::parse(&new_text, &self.path).map_err(|e| {
-            tracing::error!(error = %e, "an API change would make the configuration invalid");
-            ApiError::bad_request(format!(
-                "the change would make the configuration invalid: {e}"
-            ))
-        })?;
+        // The secrets the file names are the running configuration's (read once, at start);
+        // a variable it does not know yet is read from the environment.
+        let live = self.relay.config();
+        let lookup = |var: &str| {
+            live.resolved_secret(var)
+                .map(str::to_owned)
+                .or_else(|| config::env_lookup(var))
+        };
+        let next = Config::parse(&new_text, &self.path)
+            .and_then(|c| c.resolve_secrets(&lookup))
+            .map_err(|e| {
+                tracing::error!(error = %e, "an API change would make the configuration invalid");
+                ApiError::bad_request(format!(
+                    "the change would make the configuration invalid: {e}"
+                ))
+            })?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, new_text.as_bytes()))
             .await
@@ -170,12 +180,13 @@ impl Editor<'_> {
         Ok(())
     }
 
-    /// Adds `[identities."<name>"]`.
+    /// Adds `[identities."<name>"]`, unverified, with its domain token (`verification_token`)
+    /// or its address's link nonce (`link_nonce`).
     pub fn add_identity(
         &mut self,
         name: &str,
         default_configuration_set: Option<&str>,
-        verification_token: Option<&str>,
+        verification: &Verification,
         resource_tags: &[(String, String)],
     ) -> Result<(), ApiError> {
         let mut t = Table::new();
@@ -183,8 +194,19 @@ impl Editor<'_> {
         if let Some(set) = default_configuration_set {
             t.insert("default_configuration_set", toml_edit::value(set));
         }
-        if let Some(token) = verification_token {
-            t.insert("verification_token", toml_edit::value(token));
+        match verification {
+            Verification::Domain {
+                dns_token: Some(token),
+            } => {
+                t.insert("verification_token", toml_edit::value(token));
+            }
+            Verification::Address {
+                link_nonce: Some(nonce),
+            } => {
+                t.insert("link_nonce", toml_edit::value(nonce));
+            }
+            Verification::Domain { dns_token: None }
+            | Verification::Address { link_nonce: None } => {}
         }
         if !resource_tags.is_empty() {
             t.insert(
@@ -292,8 +314,13 @@ default_configuration_set = "transactional"
         let out = edit(|e| {
             e.add_configuration_set("marketing", false, &[("team".into(), "growth".into())])
                 .unwrap();
-            e.add_identity("joe@example.com", Some("marketing"), None, &[])
-                .unwrap();
+            e.add_identity(
+                "joe@example.com",
+                Some("marketing"),
+                &Verification::Address { link_nonce: None },
+                &[],
+            )
+            .unwrap();
         });
         assert!(out.starts_with(
             "# The operator's header comment.\n[server]\nhostname = \"relay.example\"   # trailing comment\n"
@@ -334,13 +361,38 @@ default_configuration_set = "transactional"
     fn sections_are_created_when_missing() {
         let mut doc: DocumentMut = "[upstream]\nurl = \"dir:x\"\n".parse().unwrap();
         let mut e = Editor { doc: &mut doc };
-        e.add_identity("example.org", None, Some("tok"), &[])
-            .unwrap();
+        e.add_identity(
+            "example.org",
+            None,
+            &Verification::Domain {
+                dns_token: Some("tok".to_owned()),
+            },
+            &[],
+        )
+        .unwrap();
         e.mark_verified("example.org").unwrap();
+        e.add_identity(
+            "joe@example.org",
+            None,
+            &Verification::Address {
+                link_nonce: Some("nonce".to_owned()),
+            },
+            &[],
+        )
+        .unwrap();
         let out = doc.to_string();
         assert_eq!(
             out,
-            "[upstream]\nurl = \"dir:x\"\n\n[identities.\"example.org\"]\nverified = true\nverification_token = \"tok\"\n"
+            "[upstream]\nurl = \"dir:x\"\n\n[identities.\"example.org\"]\nverified = true\nverification_token = \"tok\"\n\n[identities.\"joe@example.org\"]\nverified = false\nlink_nonce = \"nonce\"\n"
+        );
+        let config = Config::parse(&out, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            config.identity("example.org").unwrap().1.dns_token(),
+            Some("tok")
+        );
+        assert_eq!(
+            config.identity("joe@example.org").unwrap().1.link_nonce(),
+            Some("nonce")
         );
     }
 
