@@ -436,9 +436,11 @@ impl Source<'_> {
             Some(d) => self.duration(&d, "server.idle_timeout")?,
             None => Duration::from_secs(300),
         };
-        let max_inflight_bytes =
-            self.positive(raw.max_inflight_bytes, "server.max_inflight_bytes", 268_435_456)?
-                as u64;
+        let max_inflight_bytes = self.positive(
+            raw.max_inflight_bytes,
+            "server.max_inflight_bytes",
+            268_435_456,
+        )? as u64;
         let shutdown_timeout = match raw.shutdown_timeout {
             Some(d) => self.duration(&d, "server.shutdown_timeout")?,
             None => Duration::from_secs(25),
