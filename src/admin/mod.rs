@@ -200,7 +200,7 @@ pub fn router(state: AdminState) -> Router {
 /// - `max_connections`: connections held at once. One more is answered
 ///   `503 ServiceUnavailable` at once and closed, so a client always gets an answer and
 ///   the listener never holds more descriptors than its share ([`fdlimit::admin_connection_cap`]).
-/// - `header_timeout`: hyper's `header_read_timeout`. A request's head must arrive within
+/// - `header_timeout`: hyper's `header_read_timeout` (and a head is at most 64 KiB). A request's head must arrive within
 ///   it, and it restarts when a keep-alive connection waits for its next request, so it is
 ///   also the idle timeout.
 /// - `body_timeout` / `large_body_timeout`: the whole body must arrive within it
@@ -230,6 +230,13 @@ pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const SMALL_BODY_CAP: usize = 256 * 1024;
 /// What `send-email` carries beside the message: addresses, tags, names (1 MiB).
 const SEND_EMAIL_OVERHEAD: usize = 1024 * 1024;
+/// Bodies over [`SMALL_BODY_CAP`] (send-email's) read at once, process-wide: 4, so that
+/// the admin listener holds at most about 4 × 54 MiB of uploads whatever its connections.
+/// One more waits for a turn within its body deadline, then gets 503.
+pub const MAX_LARGE_BODIES: usize = 4;
+static LARGE_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LARGE_BODIES);
+/// A request head (request line and headers) is at most 64 KiB: hyper's read buffer.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 impl Limits {
     /// The bounds for `config`, the connection cap from the descriptor budget in force.
@@ -508,6 +515,20 @@ async fn read_body(
     if declared.is_some_and(|n| n > cap as u64) {
         return Err(too_large());
     }
+    let started = tokio::time::Instant::now();
+    let _turn = if cap > SMALL_BODY_CAP && declared != Some(0) {
+        match tokio::time::timeout(deadline, LARGE_BODIES.acquire()).await {
+            Ok(Ok(turn)) => Some(turn),
+            _ => {
+                return Err(ApiError::service_unavailable(
+                    "Too many messages are being uploaded at once; try again shortly.",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let deadline = deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, cap)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(too_large()),
@@ -672,7 +693,8 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(info.limits.header_timeout);
+        .header_read_timeout(info.limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
