@@ -1491,9 +1491,11 @@ fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
     })
 }
 
-/// A domain name: dot-separated labels of letters, digits, '-' and '_', 1-63 octets each.
+/// A domain name something can address: dot-separated labels of ASCII letters, digits, '-'
+/// and '_', 1-63 octets each, not starting or ending with '-', at most 253 octets in all,
+/// no empty label (so no leading, trailing or doubled dot) and a last label that is not all
+/// digits (that would be an address, not a name).
 pub fn is_domain(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {
@@ -1505,17 +1507,41 @@ pub fn is_domain(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// An email address: `local@domain`.
+/// An email address something can deliver to: `local@domain` with a dot-atom local part
+/// (RFC 5322 atext and single dots inside, 1-64 octets, ASCII), a domain that
+/// [`is_domain`], and at most 254 octets in all (RFC 5321's path limit less the brackets).
 pub fn is_address(s: &str) -> bool {
-    s.contains('@') && is_identity(s)
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    s.len() <= 254 && is_local_part(local) && is_domain(domain)
 }
 
-/// AWS resource tags: a key of 1-128 characters, a value of at most 256.
+/// A dot-atom local part: atext runs joined by single dots, 1-64 octets.
+fn is_local_part(local: &str) -> bool {
+    const ATEXT_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~";
+    !local.is_empty()
+        && local.len() <= 64
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(&b))
+        })
+}
+
+/// AWS resource tags: a key of 1-128 characters, a value of at most 256 (and at most
+/// [`MAX_RESOURCE_TAGS`] of them on one resource).
 pub fn validate_resource_tag(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || key.chars().count() > 128 {
-        return Err(format!("a tag key is 1-128 characters, not {:?}", key));
+        let shown: String = key.chars().take(128).collect();
+        return Err(format!("a tag key is 1-128 characters, not {shown:?}"));
     }
     if value.chars().count() > 256 {
         return Err("a tag value is at most 256 characters".to_owned());
@@ -1526,18 +1552,13 @@ pub fn validate_resource_tag(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An email address (local@domain) or a domain name.
+/// An email address (local@domain) or a domain name, each as [`is_address`] and
+/// [`is_domain`] have them.
 pub fn is_identity(s: &str) -> bool {
-    match s.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && local.len() <= 64
-                && local
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"@<>()[],;:\\\"".contains(&b))
-                && is_domain(domain)
-        }
-        None => is_domain(s),
+    if s.contains('@') {
+        is_address(s)
+    } else {
+        is_domain(s)
     }
 }
 
@@ -1823,8 +1844,39 @@ mod tests {
             "exa mple.com",
             "a..b",
             "joe@-",
+            "a..b@example.org",
+            ".a@example.org",
+            "a.@example.org",
+            "example.org.",
+            ".example.org",
+            "-bad.example",
+            "bad-.example",
+            "joe@example.org.",
+            "jo\u{e9}@example.org",
+            "joe@exampl\u{e9}.org",
+            "\"a b\"@example.org",
+            "a@b@example.org",
+            "joe@1.2.3.4",
         ] {
             assert!(!is_identity(bad), "{bad}");
+        }
+        let label = "a".repeat(63);
+        assert!(is_domain(&format!("{label}.example")));
+        assert!(!is_domain(&format!("{label}a.example")));
+        let long = ["abcdefghi"; 25].join(".");
+        assert_eq!(long.len(), 249);
+        assert!(is_domain(&format!("{long}.com")));
+        assert!(!is_domain(&format!("{long}.comm0")));
+        let local = "l".repeat(64);
+        assert!(is_address(&format!("{local}@example.org")));
+        assert!(!is_address(&format!("{local}l@example.org")));
+        assert!(!is_address(&format!("{local}@{long}.com")));
+        for ok in [
+            "o'brien+x@example.org",
+            "a.b.c@example.org",
+            "x@a-b.example",
+        ] {
+            assert!(is_address(ok), "{ok}");
         }
     }
 }

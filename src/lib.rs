@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod fdlimit;
 pub mod message;
 pub mod policy;
 pub mod relay;

@@ -38,6 +38,7 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        crate::fdlimit::raise_nofile_limit();
         let mut listeners = Vec::with_capacity(config.server.listen.len());
         for &addr in &config.server.listen {
             let listener = TcpListener::bind(addr)

@@ -55,12 +55,22 @@ fn tags_out(tags: &BTreeMap<String, String>) -> Vec<TagOut<'_>> {
         .collect()
 }
 
+/// Resource tags as AWS takes them: at most 50, keys 1-128 and values at most 256
+/// characters, no key twice.
 fn resource_tags(tags: Vec<Tag>) -> Result<Vec<(String, String)>, ApiError> {
+    if tags.len() > config::MAX_RESOURCE_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "Too many tags: a resource has at most {} tags, not {}.",
+            config::MAX_RESOURCE_TAGS,
+            tags.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(tags.len());
     let mut out: Vec<(String, String)> = Vec::with_capacity(tags.len());
     for tag in tags {
         config::validate_resource_tag(&tag.key, &tag.value)
             .map_err(|m| ApiError::bad_request(format!("Invalid tag: {m}.")))?;
-        if out.iter().any(|(k, _)| *k == tag.key) {
+        if !seen.insert(tag.key.clone()) {
             return Err(ApiError::bad_request(format!(
                 "Duplicate tag key <{}>.",
                 tag.key
@@ -567,14 +577,34 @@ struct SendEmailRequest {
     configuration_set_name: Option<String>,
 }
 
-/// `Name <addr>` or `addr` → the bare address, checked.
+/// `Name <addr>` or `addr` → the bare address, checked: an ASCII address an SMTP
+/// upstream takes ([`config::is_address`]), so that delivery never fails on it later.
 fn address_of(text: &str) -> Result<(lettre::message::Mailbox, String), ApiError> {
-    let mailbox: lettre::message::Mailbox = text
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("Invalid email address <{text}>.")))?;
+    let mailbox: lettre::message::Mailbox =
+        text.trim().parse().map_err(|_| invalid_address(text))?;
     let bare = mailbox.email.to_string();
+    checked_address(&bare)?;
     Ok((mailbox, bare))
+}
+
+/// A bare address as SMTP carries it, or BadRequestException.
+fn checked_address(address: &str) -> Result<(), ApiError> {
+    if config::is_address(address) {
+        Ok(())
+    } else {
+        Err(invalid_address(address))
+    }
+}
+
+/// "Invalid email address <x>." with at most 256 characters of the client's text,
+/// control characters shown as '?'.
+fn invalid_address(text: &str) -> ApiError {
+    let shown: String = text
+        .chars()
+        .take(256)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    ApiError::bad_request(format!("Invalid email address <{shown}>."))
 }
 
 /// Builds the MIME message of `Content.Simple`.
@@ -731,9 +761,13 @@ pub async fn send_email(
     let message = crate::relay::read_message(content).await;
     let mail_from = match from {
         Some((_, bare)) => bare,
-        None => message
-            .first_from()
-            .ok_or_else(|| ApiError::bad_request("Missing required header 'From'."))?,
+        None => {
+            let first = message
+                .first_from()
+                .ok_or_else(|| ApiError::bad_request("Missing required header 'From'."))?;
+            checked_address(&first)?;
+            first
+        }
     };
     let mut rcpt_to = Vec::new();
     let listed = [
@@ -757,6 +791,11 @@ pub async fn send_email(
             "Recipient count exceeds {}.",
             config.server.max_recipients
         )));
+    }
+    // Every envelope address is checked before delivery: a bad one is the client's error
+    // (BadRequestException), never a retryable failure of the upstream.
+    for address in &rcpt_to {
+        checked_address(address)?;
     }
     let tags = req
         .email_tags

@@ -3,6 +3,11 @@
 //! Every change the API makes goes through [`store::Store`] into the configuration file and
 //! the running relay at once. `/verify` serves the links of verification messages. Access:
 //! loopback clients only, or, with `[admin] access_keys`, requests signed with SigV4.
+//!
+//! The listener is safe to leave on in a developer's machine (SPEC 6): it refuses what a
+//! web page could send (`guard`), judges a signature's head before reading a body
+//! (`authorize`), caps bodies per route ([`body_cap`]) and connections
+//! ([`Limits`]), and times out slow clients; at shutdown it never waits long for them.
 
 pub mod api;
 pub mod error;
@@ -21,15 +26,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::relay::Relay;
 use crate::upstream::Envelope;
 use error::ApiError;
 use store::Store;
 use verification::{VerificationError, Verifier};
 
-/// SendEmail carries up to 40 MiB of message, base64-encoded inside JSON.
-const MAX_BODY: usize = 60 * 1024 * 1024;
 /// How often pending domains are looked up in DNS.
 const DOMAIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -132,7 +135,8 @@ impl AdminState {
     }
 }
 
-/// The routes: the API behind the access check, `/verify` open to whoever has a link.
+/// The routes: the API behind the access check, `/verify` open to whoever has a link;
+/// every route behind the listener's own checks (`guard`: Host, Origin, content type).
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route(
@@ -174,14 +178,255 @@ pub fn router(state: AdminState) -> Router {
             state.clone(),
             authorize,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        // The caps are applied by `authorize`, per route, before any handler runs.
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/verify", get(api::verify_link))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
-/// Loopback only, or a valid SigV4 signature when access keys are configured.
+// ---------------------------------------------------------------------------------------
+// The listener's bounds.
+// ---------------------------------------------------------------------------------------
+
+/// The admin listener's bounds. Connections are served by hyper's HTTP/1.1 connection
+/// builder directly (not `axum::serve`), because that is where the timeouts that matter
+/// live and where each connection can be dropped at shutdown:
+///
+/// - `max_connections`: connections held at once. One more is answered
+///   `503 ServiceUnavailable` at once and closed, so a client always gets an answer and
+///   the listener never holds more descriptors than its share ([`fdlimit::admin_connection_cap`]).
+/// - `header_timeout`: hyper's `header_read_timeout` (and a head is at most 64 KiB). A request's head must arrive within
+///   it, and it restarts when a keep-alive connection waits for its next request, so it is
+///   also the idle timeout.
+/// - `body_timeout` / `large_body_timeout`: the whole body must arrive within it
+///   (`large_body_timeout` for `send-email`, whose body may be 54 MiB); then 408.
+/// - `shutdown_grace`: after shutdown the listener stops accepting, idle connections close,
+///   and requests still running get this long before their connections are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub large_body_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// A request's head: 10 s, and a keep-alive connection idles at most as long.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The body of any operation but `send-email`: 20 s.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The body of `send-email` (up to 54 MiB): 120 s, about 0.5 MB/s.
+pub const LARGE_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most this long after shutdown for requests still running (and never more than half
+/// of `server.shutdown_timeout`).
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The body cap of every operation but `send-email`: 256 KiB (50 tags of 128 + 256
+/// characters, JSON-escaped, fit in it several times over).
+pub const SMALL_BODY_CAP: usize = 256 * 1024;
+/// What `send-email` carries beside the message: addresses, tags, names (1 MiB).
+const SEND_EMAIL_OVERHEAD: usize = 1024 * 1024;
+/// Bodies over [`SMALL_BODY_CAP`] (send-email's) read at once, process-wide: 4, so that
+/// the admin listener holds at most about 4 × 54 MiB of uploads whatever its connections.
+/// One more waits for a turn within its body deadline, then gets 503.
+pub const MAX_LARGE_BODIES: usize = 4;
+static LARGE_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LARGE_BODIES);
+/// A request head (request line and headers) is at most 64 KiB: hyper's read buffer.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+impl Limits {
+    /// The bounds for `config`, the connection cap from the descriptor budget in force.
+    pub fn for_config(config: &Config) -> Limits {
+        Limits {
+            max_connections: crate::fdlimit::admin_connection_cap(crate::fdlimit::nofile_limit()),
+            header_timeout: HEADER_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
+            large_body_timeout: LARGE_BODY_TIMEOUT,
+            shutdown_grace: MAX_SHUTDOWN_GRACE.min(config.server.shutdown_timeout / 2),
+        }
+    }
+}
+
+/// The body cap of a route: `send-email` carries the message base64-encoded in JSON
+/// (`server.max_message_size` × 4/3 plus 1 MiB: about 54.3 MiB for SES's 40 MiB); every
+/// other operation [`SMALL_BODY_CAP`].
+pub fn body_cap(path: &str, config: &Config) -> usize {
+    if path == "/v2/email/outbound-emails" {
+        config
+            .server
+            .max_message_size
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(SEND_EMAIL_OVERHEAD)
+    } else {
+        SMALL_BODY_CAP
+    }
+}
+
+/// What each connection tells its requests about the listener.
+#[derive(Debug, Clone, Copy)]
+struct ListenerInfo {
+    local: SocketAddr,
+    limits: Limits,
+}
+
+// ---------------------------------------------------------------------------------------
+// The listener's own checks: Host, Origin, content type (SPEC 6).
+// ---------------------------------------------------------------------------------------
+
+/// A web page must not drive the API: a request with a body must be JSON (or a SigV4-signed
+/// form post to `/`, the v1 API's), its `Origin`, when sent, must be the listener's own, and
+/// its `Host` must be the listen address, a loopback name or `public_url`'s host (no DNS
+/// rebinding). Refusals are 403 (415 for the content type) in SES's error shape.
+async fn guard(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let config = state.relay.config();
+    let local = request
+        .extensions()
+        .get::<ListenerInfo>()
+        .map(|info| info.local);
+    let public_url = config.admin.as_ref().map(|a| a.public_url.as_str());
+    if let Err(e) = check_request_origin(request.headers(), local, public_url) {
+        tracing::info!(uri = %request.uri(), "admin request refused: {}", e.message);
+        return e.into_response();
+    }
+    if let Err(e) = check_content_type(request.uri().path(), request.headers()) {
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+/// The Host and Origin checks.
+fn check_request_origin(
+    headers: &axum::http::HeaderMap,
+    local: Option<SocketAddr>,
+    public_url: Option<&str>,
+) -> Result<(), ApiError> {
+    let public = public_url.and_then(|u| url::Url::parse(u).ok());
+    let public_host = public
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .map(str::to_ascii_lowercase);
+    let host_value = match headers.get(axum::http::header::HOST) {
+        Some(value) => value.to_str().map_err(|_| foreign_host())?,
+        None => return Err(foreign_host()),
+    };
+    let host = host_name(host_value).ok_or_else(foreign_host)?;
+    if !allowed_host(&host, local, public_host.as_deref()) {
+        return Err(foreign_host());
+    }
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| foreign_origin())?.trim();
+    let own = format!("http://{}", host_value.trim());
+    let public_origin = public.as_ref().map(|u| u.origin().ascii_serialization());
+    if origin.eq_ignore_ascii_case(&own)
+        || public_origin.is_some_and(|p| origin.eq_ignore_ascii_case(&p))
+    {
+        Ok(())
+    } else {
+        Err(foreign_origin())
+    }
+}
+
+fn foreign_host() -> ApiError {
+    ApiError::access_denied(
+        "The Host header names neither this listener's address, a loopback name nor [admin] public_url's host.",
+    )
+}
+
+fn foreign_origin() -> ApiError {
+    ApiError::access_denied(
+        "Cross-origin requests are refused: the Origin header is not this listener's own.",
+    )
+}
+
+/// The host part of a Host header value (`name`, `name:port`, `[v6]`, `[v6]:port`),
+/// lower-cased, brackets kept for IPv6.
+fn host_name(value: &str) -> Option<String> {
+    let value = value.trim();
+    let host = if value.starts_with('[') {
+        let end = value.find(']')?;
+        let rest = value.get(end + 1..)?;
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        value.get(..=end)?
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) if is_port(port) => host,
+            Some(_) => return None,
+            None => value,
+        }
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `localhost`, a loopback address, the listen address (any address when it listens on
+/// all of them: an address literal cannot be rebound) or `public_url`'s host.
+fn allowed_host(host: &str, local: Option<SocketAddr>, public_host: Option<&str>) -> bool {
+    if host == "localhost" || public_host == Some(host) {
+        return true;
+    }
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let Ok(ip) = literal.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    if ip.to_canonical().is_loopback() {
+        return true;
+    }
+    local.is_some_and(|l| l.ip().is_unspecified() || l.ip().to_canonical() == ip.to_canonical())
+}
+
+/// A body must be JSON; a form post to `/` must carry a SigV4 Authorization header.
+fn check_content_type(path: &str, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return Ok(());
+    }
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if media_type == "application/json" || media_type.starts_with("application/x-amz-json-") {
+        return Ok(());
+    }
+    let signed = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("AWS4-HMAC-SHA256 "));
+    if path == "/" && media_type == "application/x-www-form-urlencoded" && signed {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "BadRequestException",
+        "A request body must be JSON: send it with Content-Type: application/json.",
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Access, and the body read under its cap and deadline.
+// ---------------------------------------------------------------------------------------
+
+/// Loopback only, or a valid SigV4 signature when access keys are configured. With keys,
+/// the Authorization header (present, well-formed, a known key, the scope, the date) is
+/// checked before a byte of the body is read; then the body is read under its route's cap
+/// ([`body_cap`]) and deadline, and the signature checked against it.
 async fn authorize(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -189,54 +434,149 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let config = state.relay.config();
+    let limits = request
+        .extensions()
+        .get::<ListenerInfo>()
+        .map_or_else(|| Limits::for_config(&config), |info| info.limits);
     let keys: &[config::AccessKey] = config
         .admin
         .as_ref()
         .map_or(&[], |admin| admin.access_keys.as_slice());
-    if keys.is_empty() {
+    let (parts, body) = request.into_parts();
+    let now = SystemTime::now();
+    let head = sigv4::RequestHead {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+    };
+    let checked = if keys.is_empty() {
         if !peer.ip().to_canonical().is_loopback() {
             return ApiError::access_denied(
                 "sesrelay serves its API to loopback clients only; configure [admin] access_keys to sign requests from elsewhere.",
             )
             .into_response();
         }
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                "The request body is too large.",
-            )
-            .into_response();
+        None
+    } else {
+        match sigv4::check_head(&head, "ses", keys, now) {
+            Ok(checked) => Some(checked),
+            Err(e) => return signature_refused(peer, &e),
         }
     };
-    let signed = sigv4::SignedRequest {
-        method: &parts.method,
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body: &bytes,
+    let path = parts.uri.path();
+    let cap = body_cap(path, &config);
+    let deadline = if cap > SMALL_BODY_CAP {
+        limits.large_body_timeout
+    } else {
+        limits.body_timeout
     };
-    if let Err(e) = sigv4::verify(&signed, "ses", keys, SystemTime::now()) {
-        tracing::info!(%peer, code = e.code(), "API request refused: {e}");
-        let status = axum::http::StatusCode::from_u16(e.status())
-            .unwrap_or(axum::http::StatusCode::FORBIDDEN);
-        return ApiError::new(status, e.code(), e.to_string()).into_response();
+    let bytes = match read_body(&parts.headers, body, cap, deadline).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(checked) = checked
+        && let Err(e) = checked.verify_body(&bytes)
+    {
+        return signature_refused(peer, &e);
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-/// Serves the admin API on `listener` until `shutdown` is set; looks up pending domains in
-/// the background.
+fn signature_refused(peer: SocketAddr, e: &sigv4::SigV4Error) -> Response {
+    tracing::info!(%peer, code = e.code(), "API request refused: {e}");
+    let status =
+        axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::FORBIDDEN);
+    ApiError::new(status, e.code(), e.to_string()).into_response()
+}
+
+/// The whole body, at most `cap` bytes (a larger declared length is refused unread), within
+/// `deadline`.
+async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    cap: usize,
+    deadline: Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is too large: at most {cap} bytes."),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let started = tokio::time::Instant::now();
+    let _turn = if cap > SMALL_BODY_CAP && declared != Some(0) {
+        match tokio::time::timeout(deadline, LARGE_BODIES.acquire()).await {
+            Ok(Ok(turn)) => Some(turn),
+            _ => {
+                return Err(ApiError::service_unavailable(
+                    "Too many messages are being uploaded at once; try again shortly.",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let deadline = deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, cap)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!(
+                "The request body did not arrive within {} seconds.",
+                deadline.as_secs_f32()
+            ),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving.
+// ---------------------------------------------------------------------------------------
+
+/// Serves the admin API on `listener` until `shutdown` is set, with the bounds of the
+/// current configuration ([`Limits::for_config`]); looks up pending domains in the
+/// background.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limits = Limits::for_config(&state.relay.config());
+    serve_with(listener, state, shutdown, limits).await
+}
+
+/// What a connection over the cap is told before it is closed.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+x-amzn-ErrorType: ServiceUnavailable\r\n\
+connection: close\r\n\
+content-length: 93\r\n\r\n\
+{\"message\":\"Too many concurrent connections to the admin API.\",\"__type\":\"ServiceUnavailable\"}";
+
+/// Refused connections whose request is drained briefly (so that the client reads the 503
+/// rather than a reset); past this many, a refused connection is closed at once.
+const MAX_DRAINING_REFUSALS: usize = 8;
+/// How long a refused connection's request is drained.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(200);
+
+/// [`serve`] with explicit bounds.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let checker_state = state.clone();
     let mut checker_shutdown = shutdown.clone();
@@ -249,12 +589,121 @@ pub async fn serve(
             }
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
+    let local = listener.local_addr()?;
+    tracing::debug!(%local, ?limits, "admin listener bounds");
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_DRAINING_REFUSALS));
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        refuse_busy(stream, &refusals);
+                        continue;
+                    };
+                    let info = ListenerInfo { local, limits };
+                    connections.spawn(serve_connection(
+                        stream,
+                        peer,
+                        app.clone(),
+                        info,
+                        draining.clone(),
+                        slot,
+                    ));
+                }
+                Err(e) => {
+                    // Out of descriptors (or a connection gone before it was accepted):
+                    // back off a little instead of spinning.
+                    tracing::warn!(error = %e, "admin listener cannot accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    checker.abort();
+    let _ = drain.send(true);
+    let finished = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::info!(
+            remaining = connections.len(),
+            "admin connections still open after the shutdown grace are dropped"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Tells a connection over the cap that the listener is busy, then closes it.
+fn refuse_busy(stream: tokio::net::TcpStream, refusals: &Arc<tokio::sync::Semaphore>) {
+    // The socket's send buffer is empty: the short answer goes out without waiting.
+    let _ = stream.try_write(BUSY_RESPONSE);
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let _permit = permit;
+        let mut stream = stream;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
         })
         .await;
-    checker.abort();
-    result
+    });
+}
+
+/// One connection: HTTP/1.1 with the head timeout, until it ends or shutdown; then idle
+/// connections close at once and a request still running is left to finish until the
+/// listener drops the connection.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    info: ListenerInfo,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    use tower::ServiceExt as _;
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(info);
+        app.clone().oneshot(request.map(Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(info.limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            return;
+        }
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }

@@ -20,8 +20,12 @@
 //! * the canonical query string is decoded and re-encoded pair by pair and
 //!   sorted;
 //! * the payload hash is the SHA-256 of the body; a client-sent
-//!   `x-amz-content-sha256` header must match it, unless it is
-//!   `UNSIGNED-PAYLOAD`.
+//!   `x-amz-content-sha256` header must match it. `UNSIGNED-PAYLOAD` and the
+//!   `STREAMING-*` forms are refused (they would let a body be swapped in
+//!   transit);
+//! * everything but the signature itself is checked from the head alone
+//!   ([`check_head`]), so that an unsigned or badly signed request is refused
+//!   before its body is read.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,6 +42,9 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const TERMINATOR: &str = "aws4_request";
 /// The value of `x-amz-content-sha256` that opts out of payload signing.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The prefix of the chunked-upload forms of `x-amz-content-sha256` (S3's
+/// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` and the like).
+const STREAMING_PREFIX: &str = "STREAMING-";
 /// How far the request time may be from the server's clock, either way.
 const MAX_SKEW_SECS: i64 = 15 * 60;
 /// At most this many characters of a client-sent value are echoed in an error.
@@ -90,6 +97,12 @@ pub enum SigV4Error {
     /// `x-amz-content-sha256` does not match the SHA-256 of the body.
     #[error("{MISMATCH_MESSAGE}")]
     PayloadHashMismatch,
+    /// `x-amz-content-sha256` opts out of payload signing (`UNSIGNED-PAYLOAD`) or asks for
+    /// a chunked upload (`STREAMING-...`): refused, the body must be signed.
+    #[error(
+        "sesrelay requires a signed payload: x-amz-content-sha256 must be the SHA-256 of the body, not '{value}'."
+    )]
+    UnsignedPayload { value: String },
     /// The request time is more than 15 minutes in the past.
     #[error("Signature expired: {request_time} is now earlier than {earliest} ({now} - 15 min.)")]
     SignatureExpired {
@@ -118,6 +131,7 @@ impl SigV4Error {
             Self::WrongService { .. }
             | Self::SignatureDoesNotMatch
             | Self::PayloadHashMismatch
+            | Self::UnsignedPayload { .. }
             | Self::SignatureExpired { .. }
             | Self::SignatureNotYetCurrent { .. } => "InvalidSignatureException",
         }
@@ -135,18 +149,65 @@ impl SigV4Error {
 /// Verifies the request's SigV4 signature (Authorization header form only;
 /// presigned query-string auth is refused) for service `service` against
 /// `keys`, at time `now`. Returns the id of the key that signed it.
+///
+/// The same as [`check_head`] followed by [`CheckedHead::verify_body`].
 pub fn verify<'k>(
     req: &SignedRequest<'_>,
     service: &str,
     keys: &'k [AccessKey],
     now: SystemTime,
 ) -> Result<&'k str, SigV4Error> {
-    let mut auth_values = req
+    let head = RequestHead {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+    };
+    check_head(&head, service, keys, now)?.verify_body(req.body)
+}
+
+/// The parts of a received HTTP request that are known before its body is read.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// The request target as received: percent-encoded path.
+    pub path: &'a str,
+    /// The raw query string without '?', as received ("" when none).
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// A request whose `Authorization` header was found well-formed, by a known key, scoped to
+/// this service and dated within the allowed skew; only the signature itself, which
+/// covers the body, remains to be checked.
+pub struct CheckedHead<'r, 'k> {
+    head: &'r RequestHead<'r>,
+    signature: &'r str,
+    signed_headers: &'r str,
+    scope_date: &'r str,
+    region: &'r str,
+    service: &'r str,
+    amz_date: String,
+    /// The client's `x-amz-content-sha256`, when sent (a hex SHA-256, never UNSIGNED-PAYLOAD).
+    claimed_payload_hash: Option<&'r str>,
+    candidates: Vec<&'k AccessKey>,
+}
+
+/// Checks everything a signature rests on that can be checked without the body: the
+/// `Authorization` header (present, well-formed, a known key id, the credential scope),
+/// the request date (within 15 minutes) and `x-amz-content-sha256` (a SHA-256; unsigned
+/// and streaming payloads are refused, since they let a body be swapped in transit).
+pub fn check_head<'r, 'k>(
+    head: &'r RequestHead<'r>,
+    service: &str,
+    keys: &'k [AccessKey],
+    now: SystemTime,
+) -> Result<CheckedHead<'r, 'k>, SigV4Error> {
+    let mut auth_values = head
         .headers
         .get_all(axum::http::header::AUTHORIZATION)
         .iter();
     let Some(auth_value) = auth_values.next() else {
-        if is_presigned(req.query) {
+        if is_presigned(head.query) {
             return Err(SigV4Error::IncompleteSignature(
                 "Query-string (presigned URL) authentication is not supported by this endpoint; \
                  sign the request with an Authorization header."
@@ -168,7 +229,7 @@ pub fn verify<'k>(
     let auth = auth.trim();
 
     let parsed = parse_authorization(auth)?;
-    let date_header = request_date_header(req.headers);
+    let date_header = request_date_header(head.headers);
 
     // Everything missing is reported at once, as AWS does.
     let mut missing = String::new();
@@ -222,14 +283,21 @@ pub fn verify<'k>(
     let request_day = amz_date.get(..8).unwrap_or_default();
 
     // Credential scope: AKID/YYYYMMDD/REGION/SERVICE/aws4_request.
-    let scope: Vec<&str> = credential.split('/').collect();
-    let [key_id, scope_date, region, scope_service, terminator] = scope.as_slice() else {
+    let mut scope = credential.split('/');
+    let (Some(key_id), Some(scope_date), Some(region), Some(scope_service), Some(terminator), None) = (
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+    ) else {
         return Err(SigV4Error::IncompleteSignature(format!(
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '{}'",
             echo(credential)
         )));
     };
-    if *terminator != TERMINATOR {
+    if terminator != TERMINATOR {
         return Err(SigV4Error::IncompleteSignature(format!(
             "Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{}'. ",
             echo(terminator)
@@ -240,12 +308,12 @@ pub fn verify<'k>(
             "Credential should be scoped to a valid region. ".to_owned(),
         ));
     }
-    if *scope_service != service {
+    if scope_service != service {
         return Err(SigV4Error::WrongService {
             expected: service.to_owned(),
         });
     }
-    if *scope_date != request_day {
+    if scope_date != request_day {
         return Err(SigV4Error::IncompleteSignature(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{}'.",
             echo(scope_date),
@@ -254,9 +322,8 @@ pub fn verify<'k>(
         )));
     }
 
-    let signed_header_names: Vec<&str> = signed_headers.split(';').collect();
-    if !signed_header_names
-        .iter()
+    if !signed_headers
+        .split(';')
         .any(|name| name.eq_ignore_ascii_case("host"))
     {
         return Err(SigV4Error::IncompleteSignature(
@@ -264,35 +331,68 @@ pub fn verify<'k>(
         ));
     }
 
-    let mut candidates = keys.iter().filter(|key| key.id == *key_id).peekable();
-    if candidates.peek().is_none() {
+    let candidates: Vec<&AccessKey> = keys.iter().filter(|key| key.id == key_id).collect();
+    if candidates.is_empty() {
         return Err(SigV4Error::UnrecognizedClient);
     }
 
     check_clock_skew(request_secs, &amz_date, now)?;
+    let claimed_payload_hash = claimed_payload_hash(head.headers)?;
 
-    let payload_hash = payload_hash(req.headers, req.body)?;
-    let canonical = canonical_request(req, signed_headers, &signed_header_names, &payload_hash);
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope_date}/{region}/{scope_service}/{TERMINATOR}\n{}",
-        hex::encode(Sha256::digest(&canonical))
-    );
+    Ok(CheckedHead {
+        head,
+        signature,
+        signed_headers,
+        scope_date,
+        region,
+        service: scope_service,
+        amz_date,
+        claimed_payload_hash,
+        candidates,
+    })
+}
 
-    for key in candidates {
-        let Some(expected) = compute_signature(
-            &key.secret,
-            scope_date,
-            region,
-            scope_service,
-            &string_to_sign,
-        ) else {
-            continue;
+impl<'k> CheckedHead<'_, 'k> {
+    /// The id of the key that signed the request, once `body` (read under its cap) is
+    /// known; the signature is compared in constant time.
+    pub fn verify_body(&self, body: &[u8]) -> Result<&'k str, SigV4Error> {
+        let computed = hex::encode(Sha256::digest(body));
+        let payload_hash = match self.claimed_payload_hash {
+            None => computed,
+            Some(claimed) if claimed.eq_ignore_ascii_case(&computed) => claimed.to_owned(),
+            Some(_) => return Err(SigV4Error::PayloadHashMismatch),
         };
-        if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
-            return Ok(key.id.as_str());
+        let signed_header_names: Vec<&str> = self.signed_headers.split(';').collect();
+        let canonical = canonical_request(
+            self.head,
+            self.signed_headers,
+            &signed_header_names,
+            &payload_hash,
+        );
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{}\n{}/{}/{}/{TERMINATOR}\n{}",
+            self.amz_date,
+            self.scope_date,
+            self.region,
+            self.service,
+            hex::encode(Sha256::digest(&canonical))
+        );
+        for key in &self.candidates {
+            let Some(expected) = compute_signature(
+                &key.secret,
+                self.scope_date,
+                self.region,
+                self.service,
+                &string_to_sign,
+            ) else {
+                continue;
+            };
+            if constant_time_eq(expected.as_bytes(), self.signature.as_bytes()) {
+                return Ok(key.id.as_str());
+            }
         }
+        Err(SigV4Error::SignatureDoesNotMatch)
     }
-    Err(SigV4Error::SignatureDoesNotMatch)
 }
 
 /// The three parameters of an `Authorization` header, each if present.
@@ -399,31 +499,37 @@ fn check_clock_skew(request_secs: i64, amz_date: &str, now: SystemTime) -> Resul
     Ok(())
 }
 
-/// The payload hash line of the canonical request: the hex SHA-256 of the
-/// body, or the client's `x-amz-content-sha256` when it agrees with it or is
-/// `UNSIGNED-PAYLOAD`.
-fn payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, SigV4Error> {
-    let computed = hex::encode(Sha256::digest(body));
-    let Some(value) = headers.get("x-amz-content-sha256") else {
-        return Ok(computed);
+/// The client's `x-amz-content-sha256`, if sent: it must be a hex SHA-256 (checked
+/// against the body later). `UNSIGNED-PAYLOAD` and the `STREAMING-*` forms are refused:
+/// with them the signature would not cover the body.
+fn claimed_payload_hash(headers: &HeaderMap) -> Result<Option<&str>, SigV4Error> {
+    let mut values = headers.get_all("x-amz-content-sha256").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(SigV4Error::IncompleteSignature(
+            "The request carries more than one x-amz-content-sha256 header.".to_owned(),
+        ));
+    }
     let Ok(claimed) = value.to_str() else {
         return Err(SigV4Error::PayloadHashMismatch);
     };
     let claimed = claimed.trim();
-    if claimed == UNSIGNED_PAYLOAD {
-        return Ok(claimed.to_owned());
+    if claimed == UNSIGNED_PAYLOAD || claimed.starts_with(STREAMING_PREFIX) {
+        return Err(SigV4Error::UnsignedPayload {
+            value: echo(claimed),
+        });
     }
-    if claimed.eq_ignore_ascii_case(&computed) {
-        Ok(claimed.to_owned())
-    } else {
-        Err(SigV4Error::PayloadHashMismatch)
+    if claimed.len() != 64 || !claimed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SigV4Error::PayloadHashMismatch);
     }
+    Ok(Some(claimed))
 }
 
 /// The canonical request, as bytes (header values need not be UTF-8).
 fn canonical_request(
-    req: &SignedRequest<'_>,
+    req: &RequestHead<'_>,
     signed_headers: &str,
     signed_header_names: &[&str],
     payload_hash: &str,
@@ -588,9 +694,11 @@ fn echo(value: &str) -> String {
     out
 }
 
-// ---- time, by hand -------------------------------------------------------
+// ---- time -----------------------------------------------------------------
 
-const SECS_PER_DAY: i64 = 86_400;
+/// `YYYYMMDDTHHMMSSZ`, ISO 8601 basic format as SigV4 writes it.
+const AMZ_DATE_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
 
 /// Seconds since the Unix epoch (negative before it), saturating.
 fn unix_secs(t: SystemTime) -> i64 {
@@ -600,140 +708,41 @@ fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`). `month` is 1..=12, `day` 1..=31.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date (year, month, day) of a day count since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn is_leap_year(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// Seconds since the epoch of a validated date and time of day.
-fn checked_timestamp(
-    year: i64,
-    month: i64,
-    day: i64,
-    hour: i64,
-    minute: i64,
-    second: i64,
-) -> Option<i64> {
-    let valid = (1..=12).contains(&month)
-        && (1..=days_in_month(year, month)).contains(&day)
-        && (0..24).contains(&hour)
-        && (0..60).contains(&minute)
-        && (0..60).contains(&second);
-    valid.then(|| {
-        days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second
-    })
-}
-
-/// The value of a run of ASCII digits (at most 9, so no overflow).
-fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Parses ISO 8601 basic format, `YYYYMMDDTHHMMSSZ`.
+/// Parses ISO 8601 basic format, `YYYYMMDDTHHMMSSZ` (exactly: four-digit year, no sign).
 fn parse_amz_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b.get(8) != Some(&b'T') || b.get(15) != Some(&b'Z') {
+    let shape_ok = s.len() == 16
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if !shape_ok {
         return None;
     }
-    checked_timestamp(
-        digits(s.get(0..4)?)?,
-        digits(s.get(4..6)?)?,
-        digits(s.get(6..8)?)?,
-        digits(s.get(9..11)?)?,
-        digits(s.get(11..13)?)?,
-        digits(s.get(13..15)?)?,
-    )
+    time::PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
-/// Parses an RFC 1123 date as HTTP clients write it:
-/// `Thu, 26 Nov 2026 12:30:00 GMT` (also `UTC`, `+0000`, `-0000`, as
-/// botocore's `formatdate` writes), the day name being optional.
+/// Parses an HTTP date as clients write it: RFC 1123 / RFC 2822,
+/// `Thu, 26 Nov 2026 12:30:00 GMT` (or `-0000`, as botocore's `formatdate`
+/// writes; any numeric offset is taken into account), the day name being
+/// optional.
 fn parse_http_date(s: &str) -> Option<i64> {
-    let mut fields: Vec<&str> = s.split_ascii_whitespace().collect();
-    if fields.first().is_some_and(|f| f.ends_with(',')) {
-        fields.remove(0);
-    }
-    let [day, month, year, time, zone] = fields.as_slice() else {
-        return None;
-    };
-    if !matches!(*zone, "GMT" | "UTC" | "UT" | "Z" | "+0000" | "-0000") {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))?;
-    let month = i64::try_from(month).ok()? + 1;
-    if year.len() != 4 || day.len() > 2 {
-        return None;
-    }
-    let mut hms = time.split(':');
-    let (Some(h), Some(m), Some(sec), None) = (hms.next(), hms.next(), hms.next(), hms.next())
-    else {
-        return None;
-    };
-    if h.len() != 2 || m.len() != 2 || sec.len() != 2 {
-        return None;
-    }
-    checked_timestamp(
-        digits(year)?,
-        month,
-        digits(day)?,
-        digits(h)?,
-        digits(m)?,
-        digits(sec)?,
-    )
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
 }
 
-/// Formats seconds since the epoch as `YYYYMMDDTHHMMSSZ`.
+/// Formats seconds since the epoch as `YYYYMMDDTHHMMSSZ` (years outside 0000–9999, which
+/// no accepted request has, are shown at the nearest end of that range).
 fn format_amz_date(secs: i64) -> String {
-    let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
-    let rem = secs.rem_euclid(SECS_PER_DAY);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const MIN: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    time::OffsetDateTime::from_unix_timestamp(secs.clamp(MIN, MAX))
+        .ok()
+        .and_then(|t| t.format(AMZ_DATE_FORMAT).ok())
+        .unwrap_or_else(|| "00000101T000000Z".to_owned())
 }
 
 #[cfg(test)]
@@ -745,264 +754,108 @@ mod tests {
 
     // ---- vectors signed by botocore 1.44.8 ----------------------------------
     //
-    // Obtained with a real `botocore.session` `sesv2` client
-    // (endpoint_url http://127.0.0.1:2580, region us-east-1) whose
-    // `before-send` event captured the prepared request, while
-    // `botocore.auth.get_current_datetime` was patched (unittest.mock) to
-    // return 2026-11-26T12:30:00. These are exactly the requests the `aws
-    // sesv2 --endpoint-url http://127.0.0.1:2580` CLI sends. Unsigned headers
-    // (User-Agent, amz-sdk-invocation-id, amz-sdk-request, Content-Length)
-    // are kept where they help show that they are ignored.
+    // The requests are in tests/fixtures/sigv4/botocore.json, which says how they were
+    // obtained: exactly what `aws sesv2 --endpoint-url http://127.0.0.1:2580` sends, signed
+    // at 2026-11-26T12:30:00Z.
 
     const KEY_ID: &str = "AKIASESRELAYTEST0001";
     const SECRET: &str = "s3cr3t/Key+With/Slashes0123456789abcdEF";
     /// 2026-11-26T12:30:00Z.
     const SIGNED_AT: u64 = 1_795_696_200;
     const AMZ_DATE: &str = "20261126T123000Z";
-    const HOST: &str = "127.0.0.1:2580";
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/sigv4/botocore.json");
+
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        key_id: String,
+        secret: String,
+        signed_at: u64,
+        vectors: Vec<StoredVector>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct StoredVector {
+        name: String,
+        method: String,
+        path: String,
+        query: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE_DATA: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        FIXTURE_DATA.get_or_init(|| serde_json::from_str(FIXTURE).expect("the fixture is JSON"))
+    }
 
     struct Vector {
         method: Method,
         path: &'static str,
         query: &'static str,
-        headers: &'static [(&'static str, &'static str)],
+        headers: &'static [(String, String)],
         body: &'static [u8],
     }
 
-    /// `aws sesv2 get-email-identity --email-identity user@example.com`:
-    /// botocore percent-encodes the `{EmailIdentity}` label, and signs the
-    /// canonical URI `/v2/email/identities/user%2540example.com`.
+    fn vector(name: &str) -> Vector {
+        let stored = fixture()
+            .vectors
+            .iter()
+            .find(|v| v.name == name)
+            .expect("a vector of the fixture");
+        Vector {
+            method: Method::from_bytes(stored.method.as_bytes()).expect("a method"),
+            path: &stored.path,
+            query: &stored.query,
+            headers: &stored.headers,
+            body: stored.body.as_bytes(),
+        }
+    }
+
+    /// `aws sesv2 get-email-identity --email-identity user@example.com`.
     fn get_email_identity() -> Vector {
-        Vector {
-            method: Method::GET,
-            path: "/v2/email/identities/user%40example.com",
-            query: "",
-            headers: &[
-                ("host", HOST),
-                (
-                    "user-agent",
-                    "Botocore/1.44.8 ua/2.1 os/linux#6.18.44-fc-v657 md/arch#x86_64 lang/python#3.11.7 md/pyimpl#CPython m/N,b,e,E,Z cfg/retry-mode#standard",
-                ),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=4dbfc4b67f9e894b234ae1895c6475d17e38bab18ac5700bc9bacde3ef53ca56",
-                ),
-                (
-                    "amz-sdk-invocation-id",
-                    "5d57f1fa-227e-4c1d-bce1-21f4f9bd1414",
-                ),
-                ("amz-sdk-request", "attempt=1; max=3"),
-            ],
-            body: b"",
-        }
-    }
-
-    /// `aws sesv2 delete-email-identity --email-identity user+tag@example.com`.
-    fn delete_email_identity() -> Vector {
-        Vector {
-            method: Method::DELETE,
-            path: "/v2/email/identities/user%2Btag%40example.com",
-            query: "",
-            headers: &[
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=fe96e500a3c7d2d9ef1fa0327621db873f8af90bca9b254665d33ac1ed09e798",
-                ),
-            ],
-            body: b"",
-        }
-    }
-
-    /// A bare `AWSRequest` GET of the URL
-    /// `/v2/email/identities?PageSize=10&NextToken=abc%2Bdef`, signed by
-    /// `SigV4Auth(creds, 'ses', 'eu-west-1')` (another region: any is accepted).
-    fn list_identities_query() -> Vector {
-        Vector {
-            method: Method::GET,
-            path: "/v2/email/identities",
-            query: "PageSize=10&NextToken=abc%2Bdef",
-            headers: &[
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/eu-west-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=12d309adf326678a89e92df4ed65073fa82023673317715ff2ec15ad45d6079d",
-                ),
-            ],
-            body: b"",
-        }
+        vector("get_email_identity")
     }
 
     /// `aws sesv2 list-email-templates --page-size 10 --next-token abc+def`.
     fn list_email_templates() -> Vector {
-        Vector {
-            method: Method::GET,
-            path: "/v2/email/templates",
-            query: "PageSize=10&NextToken=abc%2Bdef",
-            headers: &[
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=645854a2d1bd463679d2bd67177d5af1b05423fcfcc305ceb325495d039ccf89",
-                ),
-            ],
-            body: b"",
-        }
+        vector("list_email_templates")
     }
 
-    /// `aws sesv2 list-tags-for-resource --resource-arn 'arn:aws:ses:us-east-1:123456789012:configuration-set/my set'`.
-    fn list_tags_for_resource() -> Vector {
-        Vector {
-            method: Method::GET,
-            path: "/v2/email/tags",
-            query: "ResourceArn=arn%3Aaws%3Ases%3Aus-east-1%3A123456789012%3Aconfiguration-set%2Fmy%20set",
-            headers: &[
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=13043a3b4e30134e6b521e3cc032d08bc33cec29c7b0165afbbc5173eb18d607",
-                ),
-            ],
-            body: b"",
-        }
-    }
-
-    /// `aws sesv2 create-configuration-set --configuration-set-name my-set
-    /// --sending-options SendingEnabled=true`.
+    /// `aws sesv2 create-configuration-set`.
     fn create_configuration_set() -> Vector {
-        Vector {
-            method: Method::POST,
-            path: "/v2/email/configuration-sets",
-            query: "",
-            headers: &[
-                ("content-type", "application/json"),
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=83fea8321e0a0b3e9f170db960f90f9fe42a095a58cf47270f8dc15dd90a4a90",
-                ),
-                ("content-length", "78"),
-            ],
-            body:
-                br#"{"ConfigurationSetName": "my-set", "SendingOptions": {"SendingEnabled": true}}"#,
-        }
+        vector("create_configuration_set")
     }
 
-    /// `aws sesv2 list-email-identities --page-size 10 --next-token abc+def`
-    /// (botocore 1.44 sends this one as a POST with a JSON body).
-    fn list_email_identities_post() -> Vector {
-        Vector {
-            method: Method::POST,
-            path: "/v2/email/list-identities",
-            query: "",
-            headers: &[
-                ("content-type", "application/json"),
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=bc68be0713b29d96712cdac3dac3286b2da1114dcb32673e5cddf01cdfb2da78",
-                ),
-            ],
-            body: br#"{"PageSize": 10, "NextToken": "abc+def"}"#,
-        }
-    }
-
-    /// `aws sesv2 put-configuration-set-sending-options
-    /// --configuration-set-name 'my set' --no-sending-enabled`: a space in a
-    /// path label, sent as `%20` and signed as `%2520`.
-    fn put_sending_options() -> Vector {
-        Vector {
-            method: Method::PUT,
-            path: "/v2/email/configuration-sets/my%20set/sending",
-            query: "",
-            headers: &[
-                ("content-type", "application/json"),
-                ("host", HOST),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=bb45d6747a9e28d9f532ad3bc6c105f2cabbe68b051b0d68a1aca61b4c4e6ff8",
-                ),
-                ("content-length", "25"),
-            ],
-            body: br#"{"SendingEnabled": false}"#,
-        }
-    }
-
-    /// A bare `AWSRequest` signed by `SigV4Auth` with a `Date` header
-    /// present: botocore then rewrites `Date` (with `email.utils.formatdate`,
-    /// hence `-0000`) and sends no `X-Amz-Date`.
-    fn date_header_only() -> Vector {
-        Vector {
-            method: Method::GET,
-            path: "/v2/email/account",
-            query: "",
-            headers: &[
-                ("date", "Thu, 26 Nov 2026 12:30:00 -0000"),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=date;host, Signature=0ed836a6d90806d7612af671a731e06d5e050d9079447b56f89227b16a6b8ee1",
-                ),
-                ("host", HOST),
-            ],
-            body: b"",
-        }
-    }
-
-    /// A bare `AWSRequest` POST with extra headers: whitespace to collapse
-    /// (including a tab), a header sent twice, and `X-Amz-Content-SHA256`.
+    /// A POST with whitespace to collapse, a header sent twice and `X-Amz-Content-SHA256`.
     fn custom_headers() -> Vector {
-        Vector {
-            method: Method::POST,
-            path: "/v2/email/outbound-emails",
-            query: "",
-            headers: &[
-                ("x-custom", "  a   b \t  c "),
-                ("x-multi", "one"),
-                ("x-multi", "  two   three "),
-                (
-                    "x-amz-content-sha256",
-                    "f9d86028c6e0d64e225186f96acb69338b2c59764df79162107f5c4bb34d1310",
-                ),
-                ("x-amz-date", AMZ_DATE),
-                (
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=AKIASESRELAYTEST0001/20261126/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-custom;x-multi, Signature=94e1361e25199d3defcc03c5e6faeba170f8e3ccf19c869ed46bb19429faa691",
-                ),
-                ("host", HOST),
-            ],
-            body: br#"{"a": 1}"#,
-        }
+        vector("custom_headers")
+    }
+
+    #[test]
+    fn the_fixture_matches_the_constants() {
+        let f = fixture();
+        assert_eq!(f.key_id, KEY_ID);
+        assert_eq!(f.secret, SECRET);
+        assert_eq!(f.signed_at, SIGNED_AT);
+        assert_eq!(format_amz_date(SIGNED_AT as i64), AMZ_DATE);
+        assert_eq!(f.vectors.len(), 10);
     }
 
     fn all_vectors() -> Vec<(&'static str, Vector)> {
-        vec![
-            ("get_email_identity", get_email_identity()),
-            ("delete_email_identity", delete_email_identity()),
-            ("list_identities_query", list_identities_query()),
-            ("list_email_templates", list_email_templates()),
-            ("list_tags_for_resource", list_tags_for_resource()),
-            ("create_configuration_set", create_configuration_set()),
-            ("list_email_identities_post", list_email_identities_post()),
-            ("put_sending_options", put_sending_options()),
-            ("date_header_only", date_header_only()),
-            ("custom_headers", custom_headers()),
-        ]
+        fixture()
+            .vectors
+            .iter()
+            .map(|v| (v.name.as_str(), vector(&v.name)))
+            .collect()
     }
 
-    fn header_map(headers: &[(&str, &str)]) -> HeaderMap {
+    fn header_map<N: AsRef<str>, V: AsRef<str>>(headers: &[(N, V)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
-                HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
-                HeaderValue::from_str(value).expect("test header value"),
+                HeaderName::from_bytes(name.as_ref().as_bytes()).expect("test header name"),
+                HeaderValue::from_str(value.as_ref()).expect("test header value"),
             );
         }
         map
@@ -1489,19 +1342,25 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_payload_header() {
-        // The client chose not to sign the payload: its value is signed instead.
+    fn unsigned_and_streaming_payloads_are_refused() {
+        // The client chose not to sign the payload: refused, whatever the signature.
         let v = create_configuration_set();
-        let headers = with_header(
-            &header_map(v.headers),
-            "x-amz-content-sha256",
+        for value in [
             "UNSIGNED-PAYLOAD",
-        );
-        // Not signed by botocore this way, so a mismatch, but no hash error.
-        assert_eq!(
-            check_vector(&v, &headers),
-            Err(SigV4Error::SignatureDoesNotMatch)
-        );
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        ] {
+            let headers = with_header(&header_map(v.headers), "x-amz-content-sha256", value);
+            let err = check_vector(&v, &headers).expect_err(value);
+            assert_eq!(
+                err,
+                SigV4Error::UnsignedPayload {
+                    value: value.to_owned()
+                }
+            );
+            assert_eq!(err.code(), "InvalidSignatureException");
+            assert_eq!(err.status(), 403);
+        }
         let wrong = with_header(
             &header_map(v.headers),
             "x-amz-content-sha256",
@@ -1511,10 +1370,41 @@ mod tests {
             check_vector(&v, &wrong),
             Err(SigV4Error::PayloadHashMismatch)
         );
+        let not_a_hash = with_header(&header_map(v.headers), "x-amz-content-sha256", "abc");
         assert_eq!(
-            payload_hash(&headers, b"anything").as_deref(),
-            Ok("UNSIGNED-PAYLOAD")
+            check_vector(&v, &not_a_hash),
+            Err(SigV4Error::PayloadHashMismatch)
         );
+    }
+
+    #[test]
+    fn the_head_is_judged_without_the_body() {
+        // Everything but the signature is known before the body is read.
+        let v = create_configuration_set();
+        let headers = header_map(v.headers);
+        let head = RequestHead {
+            method: &v.method,
+            path: v.path,
+            query: v.query,
+            headers: &headers,
+        };
+        let keys = keys();
+        let checked = check_head(&head, "ses", &keys, signed_at()).expect("a good head");
+        assert_eq!(checked.verify_body(v.body), Ok(KEY_ID));
+        assert_eq!(
+            checked.verify_body(b"{}"),
+            Err(SigV4Error::SignatureDoesNotMatch)
+        );
+        let mut none = headers.clone();
+        none.remove("authorization");
+        let head = RequestHead {
+            headers: &none,
+            ..head
+        };
+        assert!(matches!(
+            check_head(&head, "ses", &keys, signed_at()),
+            Err(SigV4Error::MissingAuthenticationToken)
+        ));
     }
 
     #[test]
@@ -1560,21 +1450,6 @@ mod tests {
 
     #[test]
     fn dates_round_trip() {
-        for (date, days) in [
-            ((1970, 1, 1), 0),
-            ((2000, 2, 29), 11_016),
-            ((2026, 11, 26), 20_783),
-            ((1600, 3, 1), -135_080),
-            ((9999, 12, 31), 2_932_896),
-            ((2100, 2, 28), 47_540),
-        ] {
-            assert_eq!(days_from_civil(date.0, date.1, date.2), days, "{date:?}");
-            assert_eq!(civil_from_days(days), date, "{days}");
-        }
-        for days in -800_000..800_000 {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
         assert_eq!(parse_amz_date(AMZ_DATE), Some(1_795_696_200));
         assert_eq!(format_amz_date(1_795_696_200), AMZ_DATE);
         assert_eq!(format_amz_date(0), "19700101T000000Z");
@@ -1599,16 +1474,19 @@ mod tests {
         for good in [
             "Thu, 26 Nov 2026 12:30:00 GMT",
             "Thu, 26 Nov 2026 12:30:00 -0000",
-            "26 Nov 2026 12:30:00 UTC",
+            "Thu, 26 Nov 2026 12:30:00 +0000",
+            "26 Nov 2026 12:30:00 GMT",
+            "Thu, 26 Nov 2026 13:30:00 +0100",
+            // RFC 2822 makes the seconds optional.
+            "Thu, 26 Nov 2026 12:30 GMT",
         ] {
             assert_eq!(parse_http_date(good), Some(1_795_696_200), "{good}");
         }
         for bad in [
             "",
-            "Thu, 26 Nov 2026 12:30:00 +0100",
+            "Thu, 26 Nov 2026 12:30:00",
             "Thu, 26 Foo 2026 12:30:00 GMT",
             "Thu, 31 Nov 2026 12:30:00 GMT",
-            "Thu, 26 Nov 2026 12:30 GMT",
             "Thu, 26 Nov 2026 12:30:00:00 GMT",
             "Thursday, 26-Nov-26 12:30:00 GMT",
         ] {

@@ -161,7 +161,7 @@ impl Verifier {
         let link = format!(
             "{}/verify?token={}",
             admin.public_url,
-            self.token(address, nonce, now + ttl)
+            self.token(address, nonce, link_expiry(now, ttl))
         );
         let region = &config.policy.region;
         let text = format!(
@@ -216,6 +216,14 @@ impl Verifier {
             }
         }
     }
+}
+
+/// When a link sent at `now` expires: `ttl` later, or as late as the clock goes when that
+/// overflows (a huge `link_ttl` means "never", not a panic).
+fn link_expiry(now: SystemTime, ttl: Duration) -> SystemTime {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX) * 100)))
+        .unwrap_or(now)
 }
 
 /// "24 hours", "90 minutes", "45 seconds".
@@ -288,6 +296,20 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, VerificationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_ttl_never_overflows() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            link_expiry(now, Duration::from_secs(60)),
+            now + Duration::from_secs(60)
+        );
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let expiry = link_expiry(now, ttl);
+            assert!(expiry > now + Duration::from_secs(100 * 365 * 86_400));
+        }
+        let _ = spoken(Duration::MAX);
+    }
 
     fn verifier(key: &[u8]) -> Verifier {
         Verifier {
