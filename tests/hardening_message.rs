@@ -152,6 +152,11 @@ async fn unreadable_mailboxes_fail_and_return_path_is_checked() {
             "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: bounce@attacker.com",
         ),
         (
+            // A NUL in the name does not hide the header from the check.
+            "From: joe@example.com\r\n\0Sender: s@attacker.com\r\n",
+            "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: s@attacker.com",
+        ),
+        (
             // A Sender behind a line that is not a header field is still seen.
             "From: joe@example.com\r\nnot a header field\r\nSender: s@attacker.com\r\n",
             "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: s@attacker.com",

@@ -132,7 +132,26 @@ enum SesHeader {
     Other,
 }
 
+/// A field name as it is matched: without control characters or white space, which no
+/// header name may hold (RFC 5322 2.2). An upstream that drops such bytes would read
+/// `\0Sender:` as `Sender:`, so the checks read it so too; the bytes forwarded are the
+/// original ones.
+fn matching_name(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if name.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(
+            name.iter()
+                .copied()
+                .filter(|b| b.is_ascii_graphic() || *b >= 0x80)
+                .collect(),
+        )
+    }
+}
+
 fn ses_header(name: &[u8]) -> Option<SesHeader> {
+    let name = matching_name(name);
+    let name = name.as_ref();
     let prefix = name.get(..6)?;
     if !prefix.eq_ignore_ascii_case(b"x-ses-") {
         return None;
@@ -184,7 +203,8 @@ impl Message {
             facts.address_error.get_or_insert(e);
         };
         for field in (Fields { head, pos: 0 }) {
-            let name = &head[field.name.clone()];
+            let name = matching_name(&head[field.name.clone()]);
+            let name = name.as_ref();
             let value = &head[field.value.clone()];
             let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
             if is("From") {
@@ -631,6 +651,17 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
         let f = Message::parse(m.to_vec()).facts("");
         assert_eq!(f.sender, ["s@evil.test"]);
         assert_eq!(f.from, Some(vec!["a@x.com".into()]));
+    }
+
+    #[test]
+    fn control_bytes_in_a_name_do_not_hide_the_header() {
+        let m = b"From: a@x.com\r\n\0Sender: s@evil.test\r\nX-SES-\x01CONFIGURATION-SET: c\r\n\r\n";
+        let msg = Message::parse(m.to_vec());
+        let f = msg.facts("");
+        assert_eq!(f.sender, ["s@evil.test"]);
+        assert_eq!(f.configuration_set.as_deref(), Some("c"));
+        let out = msg.forward(&rw(None, &[], false)).to_vec();
+        assert_eq!(out, b"Received: test\r\nFrom: a@x.com\r\n\0Sender: s@evil.test\r\n\r\n");
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub use smtp::SmtpUpstream;
 
 use crate::message::Forwarded;
 
-/// How to reach the upstream (the `[upstream]` section).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach the upstream (the `[upstream]` section). Its `Debug` never shows the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub target: UpstreamTarget,
     /// Username and password for upstream AUTH.
@@ -27,6 +28,21 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     /// The name sesrelay gives in its EHLO to the upstream.
     pub hello_name: String,
+}
+
+impl std::fmt::Debug for UpstreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSettings")
+            .field("target", &self.target)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(user, _)| (user, "<redacted>")),
+            )
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("hello_name", &self.hello_name)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
