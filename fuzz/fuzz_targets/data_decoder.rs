@@ -116,6 +116,9 @@ fuzz_target!(|input: &[u8]| {
         let wire = dot_stuffed(content);
         let again = decode(usize::MAX >> 1, std::iter::once(&wire[..]));
         assert_eq!(again.end, Some(wire.len()), "the content ends DATA early");
-        assert_eq!(&again.content, content, "the content does not survive another hop");
+        assert_eq!(
+            &again.content, content,
+            "the content does not survive another hop"
+        );
     }
 });

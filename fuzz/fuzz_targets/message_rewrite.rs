@@ -35,7 +35,10 @@ fuzz_target!(|content: &[u8]| {
             strip_ses_headers,
         };
         let out = rewrite(content, &inspection, &rw);
-        assert!(out.starts_with(RECEIVED.as_bytes()), "the Received header is not first");
+        assert!(
+            out.starts_with(RECEIVED.as_bytes()),
+            "the Received header is not first"
+        );
         assert!(
             out.len() <= content.len() + 1024,
             "the rewrite grew the message by {} octets",

@@ -90,7 +90,11 @@ fuzz_target!(|input: &[u8]| {
     ];
     for (i, secs) in times.into_iter().enumerate() {
         let now = UNIX_EPOCH + Duration::from_secs(secs);
-        let services: &[&str] = if i == 0 { &["service", "ses", ""] } else { &["service"] };
+        let services: &[&str] = if i == 0 {
+            &["service", "ses", ""]
+        } else {
+            &["service"]
+        };
         for service in services {
             for keys in [&keys[..], &[]] {
                 check(verify(&request, service, keys, now));

@@ -68,7 +68,11 @@ fn check_replies(out: &[u8]) {
         } else {
             line
         };
-        assert!(line.len() + 2 <= MAX_REPLY_LINE, "line {i} is {} octets", line.len() + 2);
+        assert!(
+            line.len() + 2 <= MAX_REPLY_LINE,
+            "line {i} is {} octets",
+            line.len() + 2
+        );
         assert!(line.is_ascii(), "line {i} is not ASCII: {text:?}");
         assert!(
             !line.contains(&b'\r') && !line.contains(&0),
@@ -88,11 +92,18 @@ fn check_replies(out: &[u8]) {
             "line {i} has no space or hyphen after its code: {text:?}"
         );
         if let Some(code) = continued {
-            assert_eq!(code, &line[..3], "line {i} changes code inside a reply: {text:?}");
+            assert_eq!(
+                code,
+                &line[..3],
+                "line {i} changes code inside a reply: {text:?}"
+            );
         }
         continued = (sep == Some(b'-')).then(|| &line[..3]);
         if i == 0 {
-            assert!(line.starts_with(b"220"), "the first reply is not 220: {text:?}");
+            assert!(
+                line.starts_with(b"220"),
+                "the first reply is not 220: {text:?}"
+            );
         }
     }
     assert!(continued.is_none(), "the last reply is unfinished");
@@ -152,8 +163,14 @@ fuzz_target!(|input: &[u8]| {
 
     check_replies(&output);
     for &(recipients, size, crlf_only) in handler.got.lock().unwrap().iter() {
-        assert!(recipients >= 1 && recipients <= max_recipients, "{recipients} recipients");
-        assert!(size <= max_message_size, "a message of {size} octets passed the cap");
+        assert!(
+            recipients >= 1 && recipients <= max_recipients,
+            "{recipients} recipients"
+        );
+        assert!(
+            size <= max_message_size,
+            "a message of {size} octets passed the cap"
+        );
         assert!(crlf_only, "a message with a bare LF reached the handler");
     }
 });
