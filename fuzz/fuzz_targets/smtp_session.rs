@@ -1,0 +1,176 @@
+//! A whole SMTP session (`smtp::session::run`, SPEC 3): arbitrary client bytes in, replies
+//! out, against an in-memory handler that accepts every message.
+//!
+//! Input: one control byte (the pipe's buffer size, the session limits) then the bytes the
+//! client sends before it closes its half of the connection. Checks:
+//! - no panic, and the session ends (the clock is virtual: a timeout costs no real time);
+//! - every reply line is ASCII, at most 512 octets with its CRLF, no CR or LF inside, and
+//!   has the form `NNN[ -]text`; the lines of one multi-line reply share their code;
+//! - the first reply is the 220 greeting; the output ends with a complete line;
+//! - what the handler gets respects the limits: recipients, size, CRLF lines.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use sesrelay::smtp::{Handler, Reply, SessionConfig, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+const MAX_REPLY_LINE: usize = 512;
+
+struct Recorder {
+    config: Arc<SessionConfig>,
+    /// (recipients, content size, content has only CRLF line ends)
+    got: Mutex<Vec<(usize, usize, bool)>>,
+}
+
+impl Handler for Recorder {
+    fn session_config(&self) -> Arc<SessionConfig> {
+        Arc::clone(&self.config)
+    }
+    fn check_sender(&self, _address: &str) -> Result<(), Reply> {
+        Ok(())
+    }
+    fn check_recipient(&self, _address: &str) -> Result<(), Reply> {
+        Ok(())
+    }
+    async fn deliver(&self, transaction: Transaction) -> Reply {
+        let content: &[u8] = transaction.content.as_ref();
+        let crlf_only = content
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b != b'\n' || (i > 0 && content[i - 1] == b'\r'));
+        self.got
+            .lock()
+            .unwrap()
+            .push((transaction.rcpt_to.len(), content.len(), crlf_only));
+        Reply::new(250, "2.0.0", "Ok queued")
+    }
+}
+
+/// Checks the whole reply stream; panics with the offending line.
+fn check_replies(out: &[u8]) {
+    if out.is_empty() {
+        return;
+    }
+    assert!(out.ends_with(b"\r\n"), "the output ends inside a line");
+    let lines: Vec<&[u8]> = out[..out.len() - 2].split(|&b| b == b'\n').collect();
+    let mut continued: Option<&[u8]> = None;
+    for (i, line) in lines.iter().enumerate() {
+        let text = String::from_utf8_lossy(line);
+        // Every piece but the last still has the CR of its CRLF.
+        let line = if i + 1 < lines.len() {
+            line.strip_suffix(b"\r")
+                .unwrap_or_else(|| panic!("line {i} ends in a bare LF: {text:?}"))
+        } else {
+            line
+        };
+        assert!(
+            line.len() + 2 <= MAX_REPLY_LINE,
+            "line {i} is {} octets",
+            line.len() + 2
+        );
+        assert!(line.is_ascii(), "line {i} is not ASCII: {text:?}");
+        assert!(
+            !line.contains(&b'\r') && !line.contains(&0),
+            "line {i} has a CR or NUL inside: {text:?}"
+        );
+        assert!(
+            line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit),
+            "line {i} has no reply code: {text:?}"
+        );
+        assert!(
+            (b'2'..=b'5').contains(&line[0]) && line[1] <= b'5',
+            "line {i} has no valid reply code: {text:?}"
+        );
+        let sep = line.get(3).copied();
+        assert!(
+            matches!(sep, None | Some(b' ' | b'-')),
+            "line {i} has no space or hyphen after its code: {text:?}"
+        );
+        if let Some(code) = continued {
+            assert_eq!(
+                code,
+                &line[..3],
+                "line {i} changes code inside a reply: {text:?}"
+            );
+        }
+        continued = (sep == Some(b'-')).then(|| &line[..3]);
+        if i == 0 {
+            assert!(
+                line.starts_with(b"220"),
+                "the first reply is not 220: {text:?}"
+            );
+        }
+    }
+    assert!(continued.is_none(), "the last reply is unfinished");
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&control, client_bytes)) = input.split_first() else {
+        return;
+    };
+    let pipe_size = 1 << (4 + (control & 0x07)); // 16 .. 2048 octets per read
+    let max_message_size = if control & 0x08 == 0 { 1 << 20 } else { 64 };
+    let max_recipients = if control & 0x10 == 0 { 50 } else { 2 };
+    let handler = Recorder {
+        config: Arc::new(SessionConfig {
+            hostname: "fuzz.example".to_owned(),
+            max_message_size,
+            max_recipients,
+            idle_timeout: Duration::from_secs(5),
+            trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        }),
+        got: Mutex::new(Vec::new()),
+    };
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+
+    let output = runtime().block_on(async {
+        let (client, server) = tokio::io::duplex(pipe_size);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let session = sesrelay::smtp::session::run(server, peer, &handler, shutdown_rx);
+        let write = async {
+            // The session may close first (QUIT, too many errors): a broken pipe is fine.
+            let _ = to_server.write_all(client_bytes).await;
+            let _ = to_server.shutdown().await;
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let _ = from_server.read_to_end(&mut out).await;
+            out
+        };
+        let bounded = tokio::time::timeout(Duration::from_secs(3600), async {
+            let (_, _, out) = tokio::join!(session, write, read);
+            out
+        });
+        bounded.await.expect("the session did not end")
+    });
+
+    check_replies(&output);
+    for &(recipients, size, crlf_only) in handler.got.lock().unwrap().iter() {
+        assert!(
+            recipients >= 1 && recipients <= max_recipients,
+            "{recipients} recipients"
+        );
+        assert!(
+            size <= max_message_size,
+            "a message of {size} octets passed the cap"
+        );
+        assert!(crlf_only, "a message with a bare LF reached the handler");
+    }
+});
