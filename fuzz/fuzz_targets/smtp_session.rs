@@ -17,7 +17,6 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use sesrelay::smtp::{Handler, Reply, SessionConfig, Transaction};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 const MAX_REPLY_LINE: usize = 512;
 
@@ -142,8 +141,11 @@ fuzz_target!(|input: &[u8]| {
     let output = runtime().block_on(async {
         let (client, server) = tokio::io::duplex(pipe_size);
         let (mut from_server, mut to_server) = tokio::io::split(client);
-        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
-        let session = sesrelay::smtp::session::run(server, peer, &handler, shutdown_rx);
+        // A small budget, so that the 452 path is taken too.
+        let budget =
+            sesrelay::smtp::InflightBudget::new(if control & 0x20 == 0 { 1 << 22 } else { 100 });
+        let (_lifecycle, context) = sesrelay::smtp::session::Context::new(budget);
+        let session = sesrelay::smtp::session::run(server, peer, &handler, context);
         let write = async {
             // The session may close first (QUIT, too many errors): a broken pipe is fine.
             let _ = to_server.write_all(client_bytes).await;
