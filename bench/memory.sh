@@ -138,7 +138,7 @@ TOML
     relay_pid=$!
     relay_port=""
     for _ in $(seq 200); do
-        relay_port=$(sed -n 's/.*listening for SMTP.*addr=[^:]*:\([0-9]*\).*/\1/p' "$work/relay.log" | head -n1)
+        relay_port=$(sed -n 's/.*listening for SMTP on [^ ]*:\([0-9]*\).*/\1/p' "$work/relay.log" | head -n1)
         [ -n "$relay_port" ] && break
         kill -0 "$relay_pid" 2>/dev/null || break
         sleep 0.05

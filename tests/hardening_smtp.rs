@@ -242,7 +242,11 @@ async fn an_upstream_refusal_in_8_bit_text_is_relayed_as_ascii() {
 /// the message holding it has been handed on.
 #[tokio::test]
 async fn the_inflight_budget_refuses_what_does_not_fit() {
-    let (relay, upstream) = relay_with("max_inflight_bytes = 300000\nmax_message_size = 250000", Script::default()).await;
+    let (relay, upstream) = relay_with(
+        "max_inflight_bytes = 300000\nmax_message_size = 250000",
+        Script::default(),
+    )
+    .await;
     let body = |fill: u8| {
         let mut content = b"From: joe@example.com\r\n\r\n".to_vec();
         for _ in 0..2_000 {

@@ -661,7 +661,10 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
         assert_eq!(f.sender, ["s@evil.test"]);
         assert_eq!(f.configuration_set.as_deref(), Some("c"));
         let out = msg.forward(&rw(None, &[], false)).to_vec();
-        assert_eq!(out, b"Received: test\r\nFrom: a@x.com\r\n\0Sender: s@evil.test\r\n\r\n");
+        assert_eq!(
+            out,
+            b"Received: test\r\nFrom: a@x.com\r\n\0Sender: s@evil.test\r\n\r\n"
+        );
     }
 
     #[test]
@@ -672,7 +675,13 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
             "X-SES\u{e9}: x\r\n\r\n",
             "x-ses-\u{e9}: y\r\n\r\n",
         ] {
-            let msg = Message::parse(m.as_bytes().to_vec());
+            check(m.as_bytes());
+        }
+        // Found by the message_rewrite fuzz target (invalid UTF-8 in a name).
+        check(b"c\xfe\xff");
+        check(b"x-se\xfe\xff: v\r\n\r\n");
+        fn check(m: &[u8]) {
+            let msg = Message::parse(m.to_vec());
             let _ = msg.facts("");
             let out = msg.forward(&rw(None, &[], true)).to_vec();
             assert!(out.starts_with(RECEIVED.as_bytes()));

@@ -813,6 +813,20 @@ mod tests {
         (out, recorder.got.into_inner().unwrap())
     }
 
+    /// Found by the `smtp_session` fuzz target: a MAIL parameter with 8-bit bytes was echoed
+    /// raw into the 555 reply.
+    #[tokio::test]
+    async fn eight_bit_parameters_are_echoed_as_ascii() {
+        let (out, got) = dialogue(
+            b"EHLO c\r\nMAIL FROM:<>-\xC3\r\nMAIL FROM:<a@example.com> X-\xC3\x84=1\r\nQUIT\r\n",
+        )
+        .await;
+        assert!(out.is_ascii(), "{out}");
+        assert!(out.contains("Unsupported option: X-?=1"), "{out}");
+        assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
+        assert!(got.is_empty());
+    }
+
     #[tokio::test]
     async fn a_whole_pipelined_session() {
         let (out, got) = dialogue(

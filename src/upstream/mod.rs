@@ -36,7 +36,10 @@ impl std::fmt::Debug for UpstreamSettings {
             .field("target", &self.target)
             .field(
                 "credentials",
-                &self.credentials.as_ref().map(|(user, _)| (user, "<redacted>")),
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
             )
             .field("timeout", &self.timeout)
             .field("ca_file", &self.ca_file)
