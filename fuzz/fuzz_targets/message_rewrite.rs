@@ -14,7 +14,7 @@ const RECEIVED: &str = "Received: from fuzz.example ([127.0.0.1])\r\n\tby sesrel
 
 fuzz_target!(|content: &[u8]| {
     check(content.to_vec());
-    check(crlf_line_endings(content));
+    check(crlf_line_endings(content.to_vec()));
 });
 
 fn check(content: Vec<u8>) {

@@ -742,7 +742,7 @@ pub async fn send_email(
             let bytes = STANDARD
                 .decode(raw.data.trim())
                 .map_err(|_| ApiError::bad_request("Content.Raw.Data is not valid base64."))?;
-            crate::message::crlf_line_endings(&bytes)
+            crate::message::crlf_line_endings(bytes)
         }
         (None, None, Some(_)) => {
             return Err(ApiError::bad_request(

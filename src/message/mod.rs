@@ -322,8 +322,11 @@ fn unfold(raw: &[u8]) -> String {
 
 /// `bytes` with every line ending made CRLF (a bare LF gains its CR, a bare CR its LF),
 /// ending in CRLF: what the SMTP DATA reader produces, for a message that came another way
-/// (the API).
-pub fn crlf_line_endings(bytes: &[u8]) -> Vec<u8> {
+/// (the API). A message already in that form is returned as it is, without a copy.
+pub fn crlf_line_endings(bytes: Vec<u8>) -> Vec<u8> {
+    if has_crlf_line_endings(&bytes) {
+        return bytes;
+    }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
     let mut i = 0;
     while i < bytes.len() {
@@ -343,6 +346,26 @@ pub fn crlf_line_endings(bytes: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// True when every CR is followed by LF, every LF follows a CR, and the bytes end in CRLF.
+fn has_crlf_line_endings(bytes: &[u8]) -> bool {
+    if !bytes.ends_with(b"\r\n") {
+        return false;
+    }
+    let mut previous = 0u8;
+    for (i, &b) in bytes.iter().enumerate() {
+        let bare = match b {
+            b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+            b'\n' => previous != b'\r',
+            _ => false,
+        };
+        if bare {
+            return false;
+        }
+        previous = b;
+    }
+    true
 }
 
 /// How to rewrite one accepted message.
@@ -796,11 +819,14 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
 
     #[test]
     fn line_endings_become_crlf() {
-        assert_eq!(crlf_line_endings(b"a\nb\r\nc"), b"a\r\nb\r\nc\r\n");
-        assert_eq!(crlf_line_endings(b"a\r\n"), b"a\r\n");
-        assert_eq!(crlf_line_endings(b"a\rb\r"), b"a\r\nb\r\n");
-        assert_eq!(crlf_line_endings(b"\r.\r"), b"\r\n.\r\n");
-        assert_eq!(crlf_line_endings(b""), b"\r\n");
+        let crlf = |b: &[u8]| crlf_line_endings(b.to_vec());
+        assert_eq!(crlf(b"a\nb\r\nc"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf(b"a\r\n"), b"a\r\n");
+        assert_eq!(crlf(b"a\rb\r"), b"a\r\nb\r\n");
+        assert_eq!(crlf(b"\r.\r"), b"\r\n.\r\n");
+        assert_eq!(crlf(b"a\r\r\n"), b"a\r\n\r\n");
+        assert_eq!(crlf(b"\na\r\n"), b"\r\na\r\n");
+        assert_eq!(crlf(b""), b"\r\n");
     }
 
     #[test]
