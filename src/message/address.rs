@@ -107,35 +107,14 @@ fn tokenize(value: &[u8]) -> Result<Vec<Tok<'_>>, AddressError> {
                 }
             }
             b'"' => {
-                let start = i;
-                i += 1;
-                loop {
-                    match value.get(i) {
-                        None => return Err(AddressError::MissingQuote),
-                        Some(b'\\') => i += 2,
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-                toks.push(Tok::Quoted(&value[start..i.min(value.len())]));
+                let end = delimited(value, i + 1, b'"', AddressError::MissingQuote)?;
+                toks.push(Tok::Quoted(&value[i..end]));
+                i = end;
             }
             b'[' => {
-                let start = i;
-                loop {
-                    match value.get(i) {
-                        None => return Err(AddressError::MissingBracket),
-                        Some(b'\\') => i += 2,
-                        Some(b']') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-                toks.push(Tok::Literal(&value[start..i.min(value.len())]));
+                let end = delimited(value, i + 1, b']', AddressError::MissingBracket)?;
+                toks.push(Tok::Literal(&value[i..end]));
+                i = end;
             }
             b')' => return Err(AddressError::MissingParenthesis),
             b']' => return Err(AddressError::MissingBracket),
@@ -157,6 +136,26 @@ fn tokenize(value: &[u8]) -> Result<Vec<Tok<'_>>, AddressError> {
         }
     }
     Ok(toks)
+}
+
+/// The end (just past `close`) of a quoted string or domain literal whose content starts
+/// at `from`; a backslash quotes the next byte.
+fn delimited(
+    value: &[u8],
+    from: usize,
+    close: u8,
+    missing: AddressError,
+) -> Result<usize, AddressError> {
+    let mut i = from;
+    loop {
+        match value.get(i) {
+            None => return Err(missing),
+            Some(b'\\') if i + 1 < value.len() => i += 2,
+            Some(b'\\') => return Err(missing),
+            Some(&b) if b == close => return Ok(i + 1),
+            Some(_) => i += 1,
+        }
+    }
 }
 
 /// RFC 5322 atext, plus 8-bit bytes (RFC 6532).
