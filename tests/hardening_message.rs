@@ -136,6 +136,18 @@ async fn unreadable_mailboxes_fail_and_return_path_is_checked() {
     let mut c = Client::ready(relay.addr).await;
     for (headers, expected) in [
         (
+            "From: not an address\r\n",
+            "554 5.6.0 Transaction failed: Local address contains control or whitespace",
+        ),
+        (
+            "From: joe@example.com, garbage\r\n",
+            "554 5.6.0 Transaction failed: Missing final '@domain'",
+        ),
+        (
+            "Subject: no From at all\r\n",
+            "554 5.6.0 Transaction failed: Missing required header 'From'.",
+        ),
+        (
             "From: joe@example.com\r\nSender: evil\r\n",
             "554 5.6.0 Transaction failed: Missing final '@domain'",
         ),

@@ -136,15 +136,15 @@ fn shown(name: &str) -> String {
 impl Policy {
     /// Applies SPEC.md section 4 to one message.
     pub fn resolve(&self, facts: &MessageFacts) -> Decision {
-        // The From header must be there and parse.
-        let Some(from) = facts.from.as_deref().filter(|f| !f.is_empty()) else {
-            return Decision::Reject(Rejection::MissingFrom);
-        };
-
         // An address header that does not read fails the message: never skipped.
         if let Some(text) = &facts.address_error {
             return Decision::Reject(Rejection::InvalidAddress(text.clone()));
         }
+
+        // The From header must be there.
+        let Some(from) = facts.from.as_deref().filter(|f| !f.is_empty()) else {
+            return Decision::Reject(Rejection::MissingFrom);
+        };
 
         // 1. Addresses checked: From, Sender, Return-Path, then the envelope sender. Each
         // address is looked at once (a set), so a header of 40,000 addresses is linear.
