@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `resolve`.
+//! The command line: `serve`, `check`, `resolve`, `hash-password`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,9 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Read a password from standard input (one line) and print its argon2id hash, for
+    /// `password_hash` in `[auth] users`
+    HashPassword,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -76,6 +79,32 @@ pub fn run(cli: Cli) -> ExitCode {
             configuration_set,
             config,
         } => resolve(&config.config, &from, configuration_set),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+/// `sesrelay hash-password`: one line from standard input (its line ending removed), its
+/// argon2id PHC string on standard output. Exit 0, or 1 for an empty or unreadable line.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("sesrelay: cannot read the password from standard input: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line
+        .strip_suffix('\n')
+        .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    match crate::password::hash(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "sesrelay: no hash made: {e} (give the password as one line on standard input)"
+            );
+            ExitCode::from(1)
+        }
     }
 }
 

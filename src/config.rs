@@ -151,6 +151,8 @@ pub struct Config {
     pub verification: VerificationConfig,
     /// What the SES API reports beside the policy: names as written, tokens, resource tags.
     pub resources: Resources,
+    /// `[auth]`: the users who may AUTH; none without the section.
+    pub auth: Option<AuthConfig>,
     /// The secrets the file names by environment variable, and their values once resolved.
     secrets: Secrets,
     /// Where `upstream.ca_file` is written, for the error when the file is missing.
@@ -230,6 +232,43 @@ impl std::fmt::Debug for AccessKey {
         f.debug_struct("AccessKey")
             .field("id", &self.id)
             .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The `[auth]` section: who may authenticate with SMTP AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// At least one; usernames are unique.
+    pub users: Vec<AuthUser>,
+}
+
+impl AuthConfig {
+    /// The user with exactly this name (usernames are compared as written).
+    pub fn user(&self, username: &str) -> Option<&AuthUser> {
+        self.users.iter().find(|u| u.username == username)
+    }
+}
+
+/// One user of `[auth] users`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub username: String,
+    /// An argon2id PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`), checked to
+    /// parse at load.
+    pub password_hash: String,
+    /// The addresses and domains this user may send from (From, Sender and the envelope
+    /// sender); `None`: any the policy allows.
+    pub allowed_senders: Option<Vec<String>>,
+}
+
+/// Debug output never shows the password hash.
+impl std::fmt::Debug for AuthUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUser")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("allowed_senders", &self.allowed_senders)
             .finish()
     }
 }
@@ -570,7 +609,7 @@ struct RawConfig {
     #[serde(default)]
     policy: RawPolicy,
     tls: Option<Spanned<toml::Table>>,
-    auth: Option<Spanned<toml::Table>>,
+    auth: Option<Spanned<RawAuth>>,
     upstream: RawUpstream,
     #[serde(default)]
     configuration_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
@@ -594,6 +633,20 @@ struct RawAdmin {
 struct RawAccessKey {
     id: Spanned<String>,
     secret_env: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    users: Spanned<Vec<RawAuthUser>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthUser {
+    username: Spanned<String>,
+    password_hash: Spanned<String>,
+    allowed_senders: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -738,14 +791,6 @@ impl Source<'_> {
                  implicit-TLS listener); remove the section",
             ));
         }
-        if let Some(auth) = &raw.auth {
-            return Err(self.error(
-                auth.span(),
-                "auth",
-                "[auth] is not supported yet (this version of sesrelay has no SMTP AUTH); \
-                 remove the section and send from trusted_networks",
-            ));
-        }
         let mut secrets = Secrets::default();
         let server = self.server(raw.server)?;
         let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
@@ -767,6 +812,10 @@ impl Source<'_> {
             raw.identities,
             &server.region,
         )?;
+        let auth = match raw.auth {
+            Some(auth) => Some(self.auth(auth.into_inner())?),
+            None => None,
+        };
         Ok(Config {
             path: self.path.to_owned(),
             server,
@@ -776,9 +825,75 @@ impl Source<'_> {
             admin,
             verification,
             resources,
+            auth,
             secrets,
             ca_file_at,
         })
+    }
+
+    fn auth(&self, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
+        if raw.users.get_ref().is_empty() {
+            return Err(self.error(
+                raw.users.span(),
+                "auth.users",
+                "[auth] needs at least one user; remove the section to turn AUTH off",
+            ));
+        }
+        let mut users: Vec<AuthUser> = Vec::new();
+        for (i, user) in raw.users.into_inner().into_iter().enumerate() {
+            let name = user.username.get_ref();
+            if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+                return Err(self.error(
+                    user.username.span(),
+                    format!("auth.users[{i}].username"),
+                    "a username is 1-256 characters, none of them a control character",
+                ));
+            }
+            if users.iter().any(|u| u.username == *name) {
+                return Err(self.error(
+                    user.username.span(),
+                    format!("auth.users[{i}].username"),
+                    format!("user {name:?} is listed twice"),
+                ));
+            }
+            if !crate::password::is_argon2id_hash(user.password_hash.get_ref()) {
+                return Err(self.error(
+                    user.password_hash.span(),
+                    format!("auth.users[{i}].password_hash"),
+                    "not an argon2id hash (\"$argon2id$v=19$m=...\"); make one with \
+                     `sesrelay hash-password`",
+                ));
+            }
+            let allowed_senders = match user.allowed_senders {
+                None => None,
+                Some(list) => {
+                    let mut allowed = Vec::with_capacity(list.len());
+                    for (j, item) in list.into_iter().enumerate() {
+                        let value = item.get_ref();
+                        let ok = if value.contains('@') {
+                            is_address(value)
+                        } else {
+                            is_domain(value)
+                        };
+                        if !ok {
+                            return Err(self.error(
+                                item.span(),
+                                format!("auth.users[{i}].allowed_senders[{j}]"),
+                                format!("{value:?} is neither an address nor a domain"),
+                            ));
+                        }
+                        allowed.push(value.to_ascii_lowercase());
+                    }
+                    Some(allowed)
+                }
+            };
+            users.push(AuthUser {
+                username: user.username.into_inner(),
+                password_hash: user.password_hash.into_inner(),
+                allowed_senders,
+            });
+        }
+        Ok(AuthConfig { users })
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod fdlimit;
 pub mod message;
+pub mod password;
 pub mod policy;
 pub mod relay;
 pub mod server;
