@@ -318,6 +318,7 @@ fn resolve(path: &Path, from: &str, configuration_set: Option<String>) -> ExitCo
         configuration_set: configuration_set.map(|s| s.trim().to_owned()),
         tags: None,
         api_tags: None,
+        sender_limit: None,
         ..MessageFacts::default()
     };
     let (text, code) = resolve_report(&config, &facts);

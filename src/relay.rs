@@ -3,10 +3,12 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::message::{self, Message, Rewrite, Trace};
-use crate::policy::{Decision, Rejection};
+use crate::password;
+use crate::policy::{Decision, Rejection, SenderLimit};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
@@ -14,6 +16,9 @@ use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 /// Messages larger than this are read and judged on a blocking thread, so a long header
 /// (40,000 tags or addresses) never holds up the sessions sharing an async thread.
 const INLINE_LIMIT: usize = 256 * 1024;
+
+/// How long a failed SMTP AUTH waits before its reply: slows down password guessing.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(300);
 
 /// The configuration a message is judged against: one immutable snapshot.
 struct Snapshot {
@@ -57,6 +62,8 @@ fn snapshot(config: Config) -> Snapshot {
         max_recipients: config.server.max_recipients,
         idle_timeout: config.server.idle_timeout,
         trusted_networks: config.server.trusted_networks.clone(),
+        auth_enabled: config.auth.is_some(),
+        auth_failure_delay: AUTH_FAILURE_DELAY,
     };
     Snapshot {
         config: Arc::new(config),
@@ -77,6 +84,7 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
             reply::configuration_set_missing(&message)
         }
         Rejection::SendingPaused(_) => reply::sending_paused(&message),
+        Rejection::SenderNotAllowed { .. } => reply::sender_not_allowed(&message),
     }
 }
 
@@ -110,14 +118,44 @@ pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// The protocol name of the `Received:` header (RFC 3848): `SMTP` after HELO, else
+/// `ESMTP` with `S` for TLS and `A` for an authenticated client.
+pub fn received_protocol(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
+    match (esmtp, tls, authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, false, true) => "ESMTPA",
+        (true, true, false) => "ESMTPS",
+        (true, true, true) => "ESMTPSA",
+    }
+}
+
+/// What `[auth]` lets `username` send from at the moment: `None` when the user has no
+/// `allowed_senders`; a user no longer in the configuration may send from nothing.
+fn sender_limit(config: &Config, username: &str) -> Option<SenderLimit> {
+    let user = config.auth.as_ref().and_then(|auth| auth.user(username));
+    let allowed = match user {
+        Some(user) => user.allowed_senders.clone()?,
+        None => Vec::new(),
+    };
+    Some(SenderLimit {
+        username: username.to_owned(),
+        allowed,
+    })
+}
+
 /// One message to judge and forward, from an SMTP session or the API.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub peer: IpAddr,
     /// The HELO/EHLO name (the API uses the client's address).
     pub helo: String,
-    /// `ESMTP`, `SMTP` or `HTTP`, for the `Received:` header.
+    /// `ESMTP`, `SMTP`, `ESMTPA` ([`received_protocol`]) or `HTTP`, for the `Received:`
+    /// header.
     pub protocol: &'static str,
+    /// The SMTP AUTH user: limited by its `allowed_senders`, named in the log (never in
+    /// the message).
+    pub auth_user: Option<String>,
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -178,12 +216,17 @@ impl Relay {
             peer,
             helo,
             protocol,
+            auth_user,
             mail_from,
             rcpt_to,
             message,
             configuration_set,
             tags,
         } = submission;
+        let user = auth_user.as_deref().unwrap_or("-");
+        let limit = auth_user
+            .as_deref()
+            .and_then(|username| sender_limit(&config, username));
         let large = message.len() > INLINE_LIMIT;
         let judge = {
             let config = Arc::clone(&config);
@@ -194,6 +237,7 @@ impl Relay {
                     facts.configuration_set = Some(set);
                 }
                 facts.api_tags = tags;
+                facts.sender_limit = limit;
                 (config.policy.resolve(&facts), message)
             }
         };
@@ -212,7 +256,7 @@ impl Relay {
             Decision::Accept(acceptance) => acceptance,
             Decision::Reject(rejection) => {
                 tracing::info!(
-                    %id, %peer, protocol, from = %mail_from, rcpts = rcpt_to.len(),
+                    %id, %peer, protocol, user, from = %mail_from, rcpts = rcpt_to.len(),
                     reply = %rejection_reply(&rejection), "message rejected"
                 );
                 return Err(Refusal::Rejected(rejection));
@@ -242,7 +286,7 @@ impl Relay {
         match self.upstream.deliver(&id, &envelope, forwarded).await {
             Ok(ack) => {
                 tracing::info!(
-                    %id, %peer, protocol, from = %envelope.mail_from,
+                    %id, %peer, protocol, user, from = %envelope.mail_from,
                     rcpts = envelope.rcpt_to.len(), size, configuration_set = %set,
                     upstream = %ack, "message forwarded"
                 );
@@ -250,7 +294,7 @@ impl Relay {
             }
             Err(e) => {
                 tracing::warn!(
-                    %id, %peer, protocol, from = %envelope.mail_from,
+                    %id, %peer, protocol, user, from = %envelope.mail_from,
                     rcpts = envelope.rcpt_to.len(), configuration_set = %set, error = %e,
                     reply = %delivery_reply(&e), "upstream did not take the message"
                 );
@@ -307,6 +351,20 @@ impl Handler for Relay {
         }
     }
 
+    /// argon2 verification on a blocking thread. An unknown user is verified against a
+    /// dummy hash, so that the time taken does not tell which usernames exist.
+    async fn authenticate(&self, username: &str, password: &str) -> bool {
+        let config = self.config();
+        let (hash, known) = match config.auth.as_ref().and_then(|auth| auth.user(username)) {
+            Some(user) => (user.password_hash.clone(), true),
+            None => (password::DUMMY_HASH.to_owned(), false),
+        };
+        let password = password.to_owned();
+        let verified =
+            tokio::task::spawn_blocking(move || password::verify(&password, &hash)).await;
+        verified.unwrap_or(false) && known
+    }
+
     async fn deliver(&self, tx: Transaction) -> Reply {
         // The message's share of the in-flight budget is given back when the upstream is
         // done with it (at the end of this function), not before.
@@ -314,7 +372,9 @@ impl Handler for Relay {
         let submission = Submission {
             peer: tx.peer.ip(),
             helo: tx.helo,
-            protocol: if tx.esmtp { "ESMTP" } else { "SMTP" },
+            // TLS is not set for now: the session has no TLS yet.
+            protocol: received_protocol(tx.esmtp, false, tx.auth_user.is_some()),
+            auth_user: tx.auth_user,
             mail_from: tx.mail_from,
             rcpt_to: tx.rcpt_to,
             message: read_message(tx.content).await,
@@ -364,10 +424,26 @@ mod tests {
                 Rejection::InvalidTag(TagError::InvalidName("a b".into())),
                 "554 5.6.0 Transaction failed: Invalid tag name <a b>: only alphanumeric ASCII characters, '_',  '-' are allowed.",
             ),
+            (
+                Rejection::SenderNotAllowed {
+                    username: "app".into(),
+                    address: "x@example.net".into(),
+                },
+                "554 5.7.1 Message rejected: User app is not authorized to send from x@example.net",
+            ),
         ];
         for (rejection, line) in rows {
             assert_eq!(rejection_reply(&rejection).to_line(), line);
         }
+    }
+
+    #[test]
+    fn received_protocols() {
+        assert_eq!(received_protocol(false, false, false), "SMTP");
+        assert_eq!(received_protocol(true, false, false), "ESMTP");
+        assert_eq!(received_protocol(true, false, true), "ESMTPA");
+        assert_eq!(received_protocol(true, true, false), "ESMTPS");
+        assert_eq!(received_protocol(true, true, true), "ESMTPSA");
     }
 
     #[test]

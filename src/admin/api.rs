@@ -698,6 +698,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
                 | Rejection::InvalidAddress(_)
                 | Rejection::InvalidTag(_) => ApiError::bad_request(message),
                 Rejection::SendingPaused(_) => ApiError::sending_paused(message),
+                Rejection::SenderNotAllowed { .. } => ApiError::access_denied(message),
             }
         }
         Refusal::Upstream(e @ DeliveryError::BadAddress(_)) => ApiError::bad_request(e.to_string()),
@@ -804,6 +805,7 @@ pub async fn send_email(
         peer: peer.ip(),
         helo: format!("[{}]", peer.ip().to_canonical()),
         protocol: "HTTP",
+        auth_user: None,
         mail_from,
         rcpt_to,
         message,

@@ -291,6 +291,7 @@ impl Message {
             configuration_set: self.facts.configuration_set.clone(),
             tags: self.facts.tags.clone(),
             api_tags: None,
+            sender_limit: None,
         }
     }
 

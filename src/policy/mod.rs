@@ -10,7 +10,7 @@ mod tags;
 use std::collections::BTreeMap;
 
 pub use identities::{Identity, IdentityTable, candidates};
-pub use resolve::{Acceptance, Decision, MessageFacts, Rejection, SetReason};
+pub use resolve::{Acceptance, Decision, MessageFacts, Rejection, SenderLimit, SetReason};
 pub use tags::{TagError, merge_tags, parse_tags, validate_tag};
 
 /// A configuration set that exists.

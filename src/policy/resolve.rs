@@ -27,6 +27,36 @@ pub struct MessageFacts {
     /// Tags given beside the message (the API's `EmailTags`): used alone, the header's
     /// are then ignored, as SES does.
     pub api_tags: Option<Vec<(String, String)>>,
+    /// The authenticated user's `allowed_senders`, when the message came from a user who
+    /// has them; `None`: no such limit.
+    pub sender_limit: Option<SenderLimit>,
+}
+
+/// What an authenticated user may send from (`[auth] users.allowed_senders`), as an IAM
+/// policy's `ses:FromAddress` condition limits an SES user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderLimit {
+    pub username: String,
+    /// Lower-case addresses (`joe@example.org`) and domains (`example.com`).
+    pub allowed: Vec<String>,
+}
+
+impl SenderLimit {
+    /// Whether `address` is one of the listed addresses or in one of the listed domains.
+    /// Matching is case-insensitive and exact: a domain covers its own addresses, not its
+    /// subdomains' (as `*@example.com` in an IAM condition), and `joe@example.org` does not
+    /// cover `joe+x@example.org`.
+    pub fn allows(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        let domain = address.rsplit_once('@').map(|(_, d)| d);
+        self.allowed.iter().any(|item| {
+            if item.contains('@') {
+                *item == address
+            } else {
+                domain.is_some_and(|d| d == item)
+            }
+        })
+    }
 }
 
 /// The verdict on one message.
@@ -76,6 +106,9 @@ pub enum Rejection {
     InvalidTag(TagError),
     /// An address header that does not read as mailboxes (JavaMail's text).
     InvalidAddress(String),
+    /// The authenticated user's `allowed_senders` do not cover this address (From, Sender
+    /// or the envelope sender).
+    SenderNotAllowed { username: String, address: String },
 }
 
 impl Rejection {
@@ -97,6 +130,9 @@ impl Rejection {
             Rejection::SendingPaused(_) => "Sending paused for this configuration set.".to_owned(),
             Rejection::InvalidTag(e) => e.to_string(),
             Rejection::InvalidAddress(text) => text.clone(),
+            Rejection::SenderNotAllowed { username, address } => {
+                format!("User {username} is not authorized to send from {address}")
+            }
         }
     }
 }
@@ -145,6 +181,23 @@ impl Policy {
         let Some(from) = facts.from.as_deref().filter(|f| !f.is_empty()) else {
             return Decision::Reject(Rejection::MissingFrom);
         };
+
+        // The user's own limit comes first, as SES checks its caller's permission before
+        // the message: From, Sender, then the envelope sender; the first not covered is named.
+        if let Some(limit) = &facts.sender_limit {
+            let checked = from
+                .iter()
+                .chain(&facts.sender)
+                .chain(facts.envelope_sender.iter());
+            for address in checked {
+                if !limit.allows(address) {
+                    return Decision::Reject(Rejection::SenderNotAllowed {
+                        username: limit.username.clone(),
+                        address: address.clone(),
+                    });
+                }
+            }
+        }
 
         // 1. Addresses checked: From, Sender, Return-Path, then the envelope sender. Each
         // address is looked at once (a set), so a header of 40,000 addresses is linear.
@@ -547,6 +600,52 @@ mod tests {
             };
             assert_eq!(got, expected, "row: {name}");
         }
+    }
+
+    #[test]
+    fn allowed_senders_limit_from_sender_and_envelope() {
+        let limit = SenderLimit {
+            username: "app".into(),
+            allowed: vec!["example.com".into(), "joe@example.org".into()],
+        };
+        assert!(limit.allows("Ann@Example.COM"));
+        assert!(limit.allows("joe@example.org"));
+        assert!(!limit.allows("joe+x@example.org"), "exact addresses only");
+        assert!(!limit.allows("ann@news.example.com"), "no subdomains");
+        assert!(!limit.allows("ann@example.org"));
+        assert!(!limit.allows("example.com"));
+
+        let p = policy();
+        let judge = |from: &str, sender: &[&str], envelope: Option<&str>| {
+            let facts = MessageFacts {
+                envelope_sender: envelope.map(str::to_owned),
+                from: Some(vec![from.to_owned()]),
+                sender: sender.iter().map(|s| (*s).to_owned()).collect(),
+                sender_limit: Some(limit.clone()),
+                ..MessageFacts::default()
+            };
+            outcome(&p.resolve(&facts)).1
+        };
+        assert_eq!(judge("ann@example.com", &[], Some("b@example.com")), "");
+        assert_eq!(judge("ann@example.com", &[], None), "", "<> is not checked");
+        assert_eq!(
+            judge("x@example.net", &[], Some("b@example.com")),
+            "REJECT User app is not authorized to send from x@example.net"
+        );
+        assert_eq!(
+            judge("ann@example.com", &["s@news.example.org"], None),
+            "REJECT User app is not authorized to send from s@news.example.org"
+        );
+        assert_eq!(
+            judge("ann@example.com", &[], Some("bounce@example.org")),
+            "REJECT User app is not authorized to send from bounce@example.org"
+        );
+        // The limit is checked before the identities: an unverified address the user may
+        // not use gets the user's refusal.
+        assert_eq!(
+            judge("x@nowhere.test", &[], None),
+            "REJECT User app is not authorized to send from x@nowhere.test"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The SMTP protocol, knowing nothing of SES: sessions call a [`Handler`] that the relay
 //! implements.
 
+pub mod auth;
 pub mod budget;
 pub mod data;
 pub mod listener;

@@ -229,6 +229,56 @@ pub fn auth_not_enabled() -> Reply {
     Reply::new(503, "5.5.1", "Error: authentication not enabled")
 }
 
+// SMTP AUTH (RFC 4954).
+
+/// `334 <challenge>`: the base64 challenge of a SASL exchange (no enhanced code).
+pub fn auth_challenge(challenge: &str) -> Reply {
+    Reply::new(334, "", challenge)
+}
+
+pub fn auth_succeeded() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+
+pub fn auth_failed() -> Reply {
+    Reply::new(535, "5.7.8", "Authentication Credentials Invalid")
+}
+
+/// The third failed AUTH of a session: the connection is closed.
+pub fn auth_too_many_failures() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many authentication failures, closing connection",
+    )
+}
+
+/// The client answered a challenge with `*`.
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.7.0", "Authentication cancelled")
+}
+
+pub fn auth_bad_base64() -> Reply {
+    Reply::new(501, "5.5.2", "Cannot decode response")
+}
+
+pub fn auth_unsupported_mechanism() -> Reply {
+    Reply::new(504, "5.5.4", "Unsupported authentication mechanism")
+}
+
+pub fn already_authenticated() -> Reply {
+    Reply::new(503, "5.5.1", "Error: already authenticated")
+}
+
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
+}
+
+/// MAIL from a client outside `trusted_networks` that has not authenticated.
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+
 pub fn syntax(usage: &str) -> Reply {
     Reply::new(501, "5.5.4", format!("Syntax: {usage}"))
 }
@@ -353,6 +403,12 @@ pub fn configuration_set_missing(message: &str) -> Reply {
 
 /// `554 5.7.1 Message rejected: Sending paused for this configuration set.`
 pub fn sending_paused(message: &str) -> Reply {
+    Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
+}
+
+/// `554 5.7.1 Message rejected: User <username> is not authorized to send from <address>`
+/// (`allowed_senders`).
+pub fn sender_not_allowed(message: &str) -> Reply {
     Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
 }
 

@@ -16,19 +16,23 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use smtp_proto::{
-    Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS,
-    MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RcptTo, Request,
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME,
+    MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom,
+    RcptTo, Request,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::auth::{self, Credentials, Exchange, Mechanism, Step};
 use super::budget::{InflightBudget, Reservation};
 use super::data::{DataDecoder, Decoded, Progress};
 use super::reply::{self, Reply};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
+/// The failed AUTH that closes the session (with 421 4.7.0 instead of 535).
+const MAX_AUTH_FAILURES: u32 = 3;
 /// After this many syntax or sequence errors the connection is closed (Postfix's hard
 /// error limit); the count starts again after each accepted message.
 const MAX_ERRORS: u32 = 20;
@@ -46,8 +50,13 @@ pub struct SessionConfig {
     /// Bounds each whole command line (from when the session starts waiting for it), each
     /// read of DATA and each reply write.
     pub idle_timeout: Duration,
-    /// Clients that may send without AUTH; everyone else is turned away at connect.
+    /// Clients that may send without AUTH. Everyone else must AUTH before MAIL when
+    /// `auth_enabled`, and is turned away at connect when not.
     pub trusted_networks: Vec<IpNet>,
+    /// `[auth]` is set: AUTH PLAIN and LOGIN are offered (under TLS, or to loopback peers).
+    pub auth_enabled: bool,
+    /// How long a failed AUTH waits before its 535 (or its 421).
+    pub auth_failure_delay: Duration,
 }
 
 impl SessionConfig {
@@ -96,6 +105,9 @@ pub struct Transaction {
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// The user the client authenticated as (SMTP AUTH); `None` for a trusted peer that
+    /// did not.
+    pub auth_user: Option<String>,
     /// Dot-unstuffed content with CRLF line endings.
     pub content: Vec<u8>,
     /// The share of the in-flight budget that `content` holds. It is given back when the
@@ -114,6 +126,9 @@ pub trait Handler: Send + Sync + 'static {
     fn check_recipient(&self, address: &str) -> Result<(), Reply>;
     /// Judges and forwards a complete message; the reply is the client's answer to DATA.
     fn deliver(&self, transaction: Transaction) -> impl Future<Output = Reply> + Send;
+    /// Whether `password` is `username`'s (SMTP AUTH). Asked only when the session config
+    /// has `auth_enabled`; it should take as long for an unknown user as for a known one.
+    fn authenticate(&self, username: &str, password: &str) -> impl Future<Output = bool> + Send;
 }
 
 /// Runs one connection to its end.
@@ -139,6 +154,10 @@ where
         mail_from: None,
         size_hint: None,
         rcpt_to: Vec::new(),
+        tls_active: false,
+        auth_user: None,
+        auth_failures: 0,
+        sasl: None,
     };
     session.run(handler).await
 }
@@ -166,6 +185,14 @@ struct Session<'a, S> {
     /// The `SIZE=` of MAIL, bounded by `max_message_size`.
     size_hint: Option<usize>,
     rcpt_to: Vec<String>,
+    /// Set when TLS is active.
+    tls_active: bool,
+    /// The user authenticated with AUTH.
+    auth_user: Option<String>,
+    /// Failed AUTH attempts in this session.
+    auth_failures: u32,
+    /// An AUTH exchange waiting for the client's response to a `334` challenge.
+    sasl: Option<Exchange>,
 }
 
 /// What to do after a command.
@@ -173,6 +200,8 @@ enum Next {
     Continue,
     Data,
     Close,
+    /// Check credentials; `None`: the response could not hold any (a failure as well).
+    Authenticate(Option<Credentials>),
 }
 
 enum Filled {
@@ -198,7 +227,7 @@ enum Line {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn run<H: Handler>(&mut self, handler: &H) -> io::Result<()> {
-        if !self.config.is_trusted(&self.peer) {
+        if !self.config.is_trusted(&self.peer) && !self.config.auth_enabled {
             tracing::info!(peer = %self.peer, "refused: not in trusted_networks");
             self.reply(&reply::access_denied());
             return self.flush().await;
@@ -211,11 +240,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             let next = match self.next_line() {
                 Some(Line::TooLong) => {
+                    // An over-long response also ends an AUTH exchange.
+                    self.sasl = None;
                     self.errors += 1;
                     self.reply(&reply::line_too_long());
                     Next::Continue
                 }
-                Some(Line::Command(line)) => self.command(&line, handler),
+                Some(Line::Command(line)) => match self.sasl.take() {
+                    Some(exchange) => self.sasl_step(auth::respond(exchange, &line)),
+                    None => self.command(&line, handler),
+                },
                 None => {
                     self.flush().await?;
                     let idle = self.config.idle_timeout;
@@ -240,6 +274,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             match next {
                 Next::Continue => {}
                 Next::Close => return self.flush().await,
+                Next::Authenticate(credentials) => {
+                    if let Next::Close = self.authenticate(credentials, handler).await {
+                        return self.flush().await;
+                    }
+                }
                 Next::Data => {
                     if let Next::Close = self.data(handler).await? {
                         return self.flush().await;
@@ -409,7 +448,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             Request::Vrfy { .. } => self.reply(&reply::vrfy()),
             Request::Help { .. } => self.reply(&reply::help()),
-            Request::Auth { .. } => return Err(reply::auth_not_enabled()),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, &initial_response),
             Request::Lhlo { .. } => return Err(reply::unknown_command()),
             Request::StartTls
             | Request::Expn { .. }
@@ -422,19 +464,102 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     fn ehlo(&mut self) {
-        let lines = [
+        let mut lines = vec![
             self.config.hostname.clone(),
             "PIPELINING".to_owned(),
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
+        if self.auth_offered() {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
+        }
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
             self.output
                 .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
         }
+    }
+
+    /// AUTH is offered and accepted when `[auth]` is set and the connection is under TLS
+    /// or from loopback (where there is no wire to read a password from).
+    fn auth_offered(&self) -> bool {
+        self.config.auth_enabled && (self.tls_active || self.peer.ip().to_canonical().is_loopback())
+    }
+
+    /// `AUTH <mechanism> [initial-response]`. Where AUTH is not offered (no `[auth]`, or
+    /// neither TLS nor loopback) it gets Postfix's `503 5.5.1 Error: authentication not
+    /// enabled`, as Postfix answers with `smtpd_tls_auth_only` before STARTTLS.
+    fn auth(&mut self, mechanism: u64, initial: &str) -> Result<Next, Reply> {
+        if !self.auth_offered() {
+            return Err(reply::auth_not_enabled());
+        }
+        if self.helo.is_none() {
+            return Err(reply::need_helo());
+        }
+        if self.auth_user.is_some() {
+            return Err(reply::already_authenticated());
+        }
+        if self.mail_from.is_some() {
+            return Err(reply::auth_in_transaction());
+        }
+        let mechanism = match mechanism {
+            AUTH_PLAIN => Mechanism::Plain,
+            AUTH_LOGIN => Mechanism::Login,
+            _ => return Err(reply::auth_unsupported_mechanism()),
+        };
+        let initial = (!initial.is_empty()).then_some(initial);
+        Ok(self.sasl_step(auth::start(mechanism, initial)))
+    }
+
+    /// Answers one step of an AUTH exchange.
+    fn sasl_step(&mut self, step: Step) -> Next {
+        let refusal = match step {
+            Step::Challenge(exchange, challenge) => {
+                self.sasl = Some(exchange);
+                self.reply(&reply::auth_challenge(challenge));
+                return Next::Continue;
+            }
+            Step::Done(credentials) => return Next::Authenticate(Some(credentials)),
+            Step::Malformed(why) => {
+                tracing::info!(peer = %self.peer, why, "AUTH response holds no credentials");
+                return Next::Authenticate(None);
+            }
+            Step::Cancelled => reply::auth_cancelled(),
+            Step::BadBase64 => reply::auth_bad_base64(),
+        };
+        self.errors += 1;
+        self.reply(&refusal);
+        Next::Continue
+    }
+
+    /// Checks credentials with the handler. A failure waits `auth_failure_delay` and gets
+    /// 535; the third of the session gets 421 and closes it.
+    async fn authenticate<H: Handler>(
+        &mut self,
+        credentials: Option<Credentials>,
+        handler: &H,
+    ) -> Next {
+        if let Some(credentials) = credentials
+            && handler
+                .authenticate(&credentials.username, &credentials.password)
+                .await
+        {
+            tracing::info!(peer = %self.peer, user = %credentials.username, "authenticated");
+            self.auth_user = Some(credentials.username);
+            self.reply(&reply::auth_succeeded());
+            return Next::Continue;
+        }
+        self.auth_failures += 1;
+        tracing::info!(peer = %self.peer, failures = self.auth_failures, "authentication failed");
+        tokio::time::sleep(self.config.auth_failure_delay).await;
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            self.reply(&reply::auth_too_many_failures());
+            return Next::Close;
+        }
+        self.reply(&reply::auth_failed());
+        Next::Continue
     }
 
     fn mail<H: Handler>(
@@ -445,6 +570,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     ) -> Result<(), Reply> {
         if self.helo.is_none() {
             return Err(reply::need_helo());
+        }
+        if self.auth_user.is_none() && !self.config.is_trusted(&self.peer) {
+            return Err(reply::auth_required());
         }
         if self.mail_from.is_some() {
             return Err(reply::nested_mail());
@@ -567,6 +695,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     esmtp: self.esmtp,
                     mail_from,
                     rcpt_to,
+                    auth_user: self.auth_user.clone(),
                     content,
                     reservation,
                 };
@@ -779,6 +908,9 @@ mod tests {
             self.got.lock().unwrap().push(transaction);
             reply::accepted("ID")
         }
+        async fn authenticate(&self, username: &str, password: &str) -> bool {
+            username == "app" && password == "secret"
+        }
     }
 
     fn recorder(max_message_size: usize, idle_timeout: Duration) -> Recorder {
@@ -789,6 +921,8 @@ mod tests {
                 max_recipients: 2,
                 idle_timeout,
                 trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                auth_enabled: false,
+                auth_failure_delay: Duration::ZERO,
             }),
             got: Mutex::new(Vec::new()),
         }
@@ -811,6 +945,102 @@ mod tests {
         let mut out = String::new();
         client_read.read_to_string(&mut out).await.unwrap();
         (out, recorder.got.into_inner().unwrap())
+    }
+
+    /// Feeds `input` to a session with `[auth]` set (user "app", password "secret"), from
+    /// `peer`; only 10.0.0.0/8 is trusted.
+    async fn auth_dialogue(peer: &str, input: &[u8]) -> (String, Vec<Transaction>) {
+        let mut recorder = recorder(100, Duration::from_secs(5));
+        recorder.config = Arc::new(SessionConfig {
+            auth_enabled: true,
+            trusted_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            ..(*recorder.config).clone()
+        });
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(input).await.unwrap();
+        client_write.shutdown().await.unwrap();
+        let (_lifecycle, context) = Context::new(InflightBudget::unlimited());
+        run(server, peer.parse().unwrap(), &recorder, context)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        client_read.read_to_string(&mut out).await.unwrap();
+        (out, recorder.got.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn auth_from_loopback_then_mail() {
+        // "\0app\0secret"
+        let (out, got) = auth_dialogue(
+            "[::1]:4000",
+            b"EHLO c\r\nMAIL FROM:<a@x>\r\nAUTH PLAIN AGFwcABzZWNyZXQ=\r\nAUTH PLAIN AGFwcABzZWNyZXQ=\r\n\
+MAIL FROM:<a@x>\r\nAUTH LOGIN\r\nRCPT TO:<b@y>\r\nDATA\r\nx\r\n.\r\n",
+        )
+        .await;
+        let replies: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            replies,
+            [
+                "220 relay.test ESMTP sesrelay",
+                "250-relay.test",
+                "250-PIPELINING",
+                "250-SIZE 100",
+                "250-8BITMIME",
+                "250-ENHANCEDSTATUSCODES",
+                "250 AUTH PLAIN LOGIN",
+                "530 5.7.0 Authentication required",
+                "235 2.7.0 Authentication successful",
+                "503 5.5.1 Error: already authenticated",
+                "250 2.1.0 Ok",
+                "503 5.5.1 Error: already authenticated",
+                "250 2.1.5 Ok",
+                "354 End data with <CR><LF>.<CR><LF>",
+                "250 2.0.0 Ok ID",
+            ],
+            "{out}"
+        );
+        assert_eq!(got[0].auth_user.as_deref(), Some("app"));
+    }
+
+    #[tokio::test]
+    async fn auth_is_neither_offered_nor_accepted_without_tls_off_loopback() {
+        let (out, got) = auth_dialogue(
+            "192.0.2.1:4000",
+            b"EHLO c\r\nAUTH PLAIN AGFwcABzZWNyZXQ=\r\nMAIL FROM:<a@x>\r\n",
+        )
+        .await;
+        assert!(
+            out.starts_with("220 relay.test ESMTP sesrelay\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("AUTH"), "{out}");
+        assert!(
+            out.ends_with(
+                "503 5.5.1 Error: authentication not enabled\r\n530 5.7.0 Authentication required\r\n"
+            ),
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_third_auth_failure_closes() {
+        let (out, _) = auth_dialogue(
+            "127.0.0.1:4000",
+            b"EHLO c\r\nAUTH PLAIN AGFwcAB3cm9uZw==\r\nAUTH LOGIN\r\nYXBw\r\n*\r\n\
+AUTH LOGIN YXBw\r\nd3Jvbmc=\r\nAUTH PLAIN\r\nAGFwcAB3cm9uZw==\r\nNOOP\r\n",
+        )
+        .await;
+        assert!(
+            out.ends_with(
+                "535 5.7.8 Authentication Credentials Invalid\r\n334 VXNlcm5hbWU6\r\n\
+334 UGFzc3dvcmQ6\r\n501 5.7.0 Authentication cancelled\r\n334 UGFzc3dvcmQ6\r\n\
+535 5.7.8 Authentication Credentials Invalid\r\n334 \r\n\
+421 4.7.0 Too many authentication failures, closing connection\r\n"
+            ),
+            "{out}"
+        );
     }
 
     /// Found by the `smtp_session` fuzz target: a MAIL parameter with 8-bit bytes was echoed
