@@ -7,7 +7,9 @@
 //! - every reply line is ASCII, at most 512 octets with its CRLF, no CR or LF inside, and
 //!   has the form `NNN[ -]text`; the lines of one multi-line reply share their code;
 //! - the first reply is the 220 greeting; the output ends with a complete line;
-//! - what the handler gets respects the limits: recipients, size, CRLF lines.
+//! - what the handler gets respects the limits: recipients, size, CRLF lines;
+//! - with `[auth]` and an untrusted peer, only an authenticated client's message gets
+//!   through (AUTH PLAIN/LOGIN as "app" with password "secret" is reachable).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -22,8 +24,8 @@ const MAX_REPLY_LINE: usize = 512;
 
 struct Recorder {
     config: Arc<SessionConfig>,
-    /// (recipients, content size, content has only CRLF line ends)
-    got: Mutex<Vec<(usize, usize, bool)>>,
+    /// (recipients, content size, content has only CRLF line ends, authenticated user)
+    got: Mutex<Vec<(usize, usize, bool, Option<String>)>>,
 }
 
 impl Handler for Recorder {
@@ -42,11 +44,16 @@ impl Handler for Recorder {
             .iter()
             .enumerate()
             .all(|(i, &b)| b != b'\n' || (i > 0 && content[i - 1] == b'\r'));
-        self.got
-            .lock()
-            .unwrap()
-            .push((transaction.rcpt_to.len(), content.len(), crlf_only));
+        self.got.lock().unwrap().push((
+            transaction.rcpt_to.len(),
+            content.len(),
+            crlf_only,
+            transaction.auth_user.clone(),
+        ));
         Reply::new(250, "2.0.0", "Ok queued")
+    }
+    async fn authenticate(&self, username: &str, password: &str) -> bool {
+        username == "app" && password == "secret"
     }
 }
 
@@ -126,13 +133,21 @@ fuzz_target!(|input: &[u8]| {
     let pipe_size = 1 << (4 + (control & 0x07)); // 16 .. 2048 octets per read
     let max_message_size = if control & 0x08 == 0 { 1 << 20 } else { 64 };
     let max_recipients = if control & 0x10 == 0 { 50 } else { 2 };
+    let auth_enabled = control & 0x40 != 0;
+    // Untrusted (with `[auth]` only, else the peer is refused at connect): the loopback
+    // peer must AUTH before MAIL.
+    let untrusted = auth_enabled && control & 0x80 != 0;
     let handler = Recorder {
         config: Arc::new(SessionConfig {
             hostname: "fuzz.example".to_owned(),
             max_message_size,
             max_recipients,
             idle_timeout: Duration::from_secs(5),
-            trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            trusted_networks: vec![if untrusted { "10.0.0.0/8" } else { "127.0.0.0/8" }
+                .parse()
+                .unwrap()],
+            auth_enabled,
+            auth_failure_delay: Duration::from_millis(300),
         }),
         got: Mutex::new(Vec::new()),
     };
@@ -164,7 +179,14 @@ fuzz_target!(|input: &[u8]| {
     });
 
     check_replies(&output);
-    for &(recipients, size, crlf_only) in handler.got.lock().unwrap().iter() {
+    for (recipients, size, crlf_only, user) in handler.got.lock().unwrap().iter() {
+        let (recipients, size, crlf_only) = (*recipients, *size, *crlf_only);
+        if untrusted {
+            assert_eq!(user.as_deref(), Some("app"), "an untrusted peer sent without AUTH");
+        }
+        if !auth_enabled {
+            assert!(user.is_none(), "AUTH succeeded without [auth]");
+        }
         assert!(
             recipients >= 1 && recipients <= max_recipients,
             "{recipients} recipients"
