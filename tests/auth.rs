@@ -316,3 +316,28 @@ async fn allowed_senders_limit_from_and_the_envelope_sender() {
     assert_eq!(got[0].mail_from, "ann@example.com");
     relay.stop().await;
 }
+
+/// The commented-out `[auth]` example of the shipped config loads when uncommented, and
+/// its hash is that of the documented example password.
+#[test]
+fn the_shipped_auth_example_works() {
+    let text = std::fs::read_to_string("config/sesrelay.toml").unwrap();
+    let start = text.find("# [auth]\n").expect("an [auth] example");
+    let example: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    let config = sesrelay::config::Config::parse(
+        &format!("{text}\n{example}"),
+        std::path::Path::new("sesrelay.toml"),
+    )
+    .expect("the example loads");
+    let auth = config.auth.expect("[auth]");
+    let user = auth.user("app").expect("user app");
+    assert!(sesrelay::password::verify(PASSWORD, &user.password_hash));
+    assert_eq!(
+        user.allowed_senders.as_deref(),
+        Some(&["example.com".to_owned(), "joe@example.org".to_owned()][..])
+    );
+}

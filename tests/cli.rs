@@ -236,3 +236,49 @@ fn version_and_help() {
         assert!(stdout(&out).contains(verb));
     }
 }
+
+/// `hash-password` reads one line from standard input and prints an argon2id hash that
+/// verifies it; an empty line is refused.
+#[test]
+fn hash_password_prints_an_argon2id_hash() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sesrelay"))
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(b"example-password\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hash = stdout(&out);
+    let hash = hash.strip_suffix('\n').expect("one line");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert!(sesrelay::password::verify("example-password", hash));
+    assert!(!sesrelay::password::verify("example-password\n", hash));
+    // CRLF too; a second line is not read.
+    let out = run(b"example-password\r\nsecond line\n");
+    assert!(sesrelay::password::verify(
+        "example-password",
+        stdout(&out).trim_end()
+    ));
+    for empty in [&b""[..], b"\n"] {
+        let out = run(empty);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stdout(&out).is_empty());
+        assert!(
+            stderr(&out).contains("the password is empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
