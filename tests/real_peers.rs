@@ -214,3 +214,80 @@ print(json.dumps(out))
     );
     relay.stop().await;
 }
+
+/// swaks with `--auth PLAIN` and `--auth LOGIN` from loopback (AUTH is offered there without
+/// TLS), loopback not being in `trusted_networks`: MAIL needs the AUTH.
+#[test]
+fn swaks_authenticates_with_plain_and_login() {
+    // The argon2id hash of "example-password".
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZZy8ycXBpjzW3l85dieeVw$vK1SwTgfDspKgKcxMzy82TwfDbBKwxY4Ma6WI/yoBY8";
+    let relay_dir = tempfile::tempdir().unwrap();
+    let out_dir = relay_dir.path().join("outbox");
+    let config =
+        standard_config(&format!("dir:{}", out_dir.display())).replacen(
+            "[server]\n",
+            "[server]\ntrusted_networks = [\"10.0.0.0/8\"]\n",
+            1,
+        ) + &format!("\n[auth]\nusers = [{{ username = \"app\", password_hash = \"{HASH}\" }}]\n");
+    let (relay, relay_addr) = start_relay(relay_dir.path(), &config);
+    let base = ["--from", "ann@example.com", "--to", "bob@example.net"];
+    for mechanism in ["PLAIN", "LOGIN"] {
+        let mut args = base.to_vec();
+        args.extend([
+            "--auth",
+            mechanism,
+            "--auth-user",
+            "app",
+            "--auth-password",
+            "example-password",
+        ]);
+        let out = swaks(relay_addr, &args);
+        let transcript = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mechanism}:\n{transcript}");
+        assert!(
+            transcript.contains("<~  235 2.7.0 Authentication successful")
+                || transcript.contains("<-  235 2.7.0 Authentication successful"),
+            "{transcript}"
+        );
+        assert!(transcript.contains("<-  250 2.0.0 Ok "), "{transcript}");
+    }
+    // Without AUTH: 530 at MAIL.
+    let out = swaks(relay_addr, &base);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        transcript.contains("<** 530 5.7.0 Authentication required"),
+        "{transcript}"
+    );
+    // A wrong password: 535.
+    let mut args = base.to_vec();
+    args.extend([
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "app",
+        "--auth-password",
+        "wrong",
+    ]);
+    let out = swaks(relay_addr, &args);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        transcript.contains("<** 535 5.7.8 Authentication Credentials Invalid"),
+        "{transcript}"
+    );
+
+    let written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(written.len(), 2);
+    for message in &written {
+        assert!(message.contains(" with ESMTPA id "), "{message}");
+    }
+    let log = relay.log();
+    assert!(log.contains("user=app"), "{log}");
+    assert!(!log.contains("example-password"), "{log}");
+}
