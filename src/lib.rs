@@ -12,4 +12,5 @@ pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod smtp;
+pub mod tls;
 pub mod upstream;

@@ -9,6 +9,7 @@ use crate::message::{self, Message, Rewrite, Trace};
 use crate::policy::{Decision, Rejection};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
+use crate::tls::TlsInfo;
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
 /// Messages larger than this are read and judged on a blocking thread, so a long header
@@ -57,6 +58,7 @@ fn snapshot(config: Config) -> Snapshot {
         max_recipients: config.server.max_recipients,
         idle_timeout: config.server.idle_timeout,
         trusted_networks: config.server.trusted_networks.clone(),
+        require_tls: config.tls.as_ref().is_some_and(|tls| tls.require),
     };
     Snapshot {
         config: Arc::new(config),
@@ -110,14 +112,28 @@ pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// The `with` word of the `Received:` header (RFC 3848): `SMTP` after HELO; after EHLO
+/// `ESMTP`, with `S` under TLS and `A` once authenticated.
+pub fn protocol(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
+    match (esmtp, tls, authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
+    }
+}
+
 /// One message to judge and forward, from an SMTP session or the API.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub peer: IpAddr,
     /// The HELO/EHLO name (the API uses the client's address).
     pub helo: String,
-    /// `ESMTP`, `SMTP` or `HTTP`, for the `Received:` header.
+    /// `ESMTP`, `ESMTPS`, `SMTP` or `HTTP`, for the `Received:` header (see [`protocol`]).
     pub protocol: &'static str,
+    /// What TLS negotiated, when the message came over TLS.
+    pub tls: Option<TlsInfo>,
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -178,6 +194,7 @@ impl Relay {
             peer,
             helo,
             protocol,
+            tls,
             mail_from,
             rcpt_to,
             message,
@@ -222,6 +239,7 @@ impl Relay {
             helo: &helo,
             peer: peer.to_canonical(),
             protocol,
+            tls: tls.as_ref(),
             hostname: &config.server.hostname,
             id: &id,
             recipient: match rcpt_to.as_slice() {
@@ -314,7 +332,8 @@ impl Handler for Relay {
         let submission = Submission {
             peer: tx.peer.ip(),
             helo: tx.helo,
-            protocol: if tx.esmtp { "ESMTP" } else { "SMTP" },
+            protocol: protocol(tx.esmtp, tx.tls.is_some(), false),
+            tls: tx.tls,
             mail_from: tx.mail_from,
             rcpt_to: tx.rcpt_to,
             message: read_message(tx.content).await,

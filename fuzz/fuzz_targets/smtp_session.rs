@@ -133,6 +133,8 @@ fuzz_target!(|input: &[u8]| {
             max_recipients,
             idle_timeout: Duration::from_secs(5),
             trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            // `[tls] require` without a certificate: MAIL gets 530, STARTTLS 502.
+            require_tls: control & 0x40 != 0,
         }),
         got: Mutex::new(Vec::new()),
     };

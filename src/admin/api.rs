@@ -804,6 +804,7 @@ pub async fn send_email(
         peer: peer.ip(),
         helo: format!("[{}]", peer.ip().to_canonical()),
         protocol: "HTTP",
+        tls: None,
         mail_from,
         rcpt_to,
         message,

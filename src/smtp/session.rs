@@ -6,6 +6,10 @@
 //!
 //! Replies are queued and written when the session has no complete command left to
 //! process, so a pipelining client gets its replies in one write (RFC 2920).
+//!
+//! The session runs over a boxed stream, which STARTTLS replaces with the TLS stream over
+//! it; the session then starts over (RFC 3207), and whatever the client sent after STARTTLS
+//! before the handshake is discarded, never executed (CVE-2011-0411).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -26,6 +30,7 @@ use tokio::time::Instant;
 use super::budget::{InflightBudget, Reservation};
 use super::data::{DataDecoder, Decoded, Progress};
 use super::reply::{self, Reply};
+use crate::tls::{Tls, TlsInfo};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -48,6 +53,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Clients that may send without AUTH; everyone else is turned away at connect.
     pub trusted_networks: Vec<IpNet>,
+    /// `[tls] require`: MAIL before STARTTLS gets 530 5.7.0.
+    pub require_tls: bool,
 }
 
 impl SessionConfig {
@@ -75,13 +82,22 @@ pub struct Context {
     /// Pays for the DATA buffers of all sessions together.
     pub budget: InflightBudget,
     pub lifecycle: watch::Receiver<Lifecycle>,
+    /// The certificate for STARTTLS; `None` when `[tls]` is not configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Context {
     /// A context of its own: `budget`, and a lifecycle driven by the returned sender.
     pub fn new(budget: InflightBudget) -> (watch::Sender<Lifecycle>, Context) {
         let (tx, lifecycle) = watch::channel(Lifecycle::Serving);
-        (tx, Context { budget, lifecycle })
+        (
+            tx,
+            Context {
+                budget,
+                lifecycle,
+                tls: None,
+            },
+        )
     }
 }
 
@@ -93,6 +109,8 @@ pub struct Transaction {
     pub helo: String,
     /// True after EHLO, false after HELO.
     pub esmtp: bool,
+    /// What TLS negotiated, when the message came over TLS (STARTTLS or implicit).
+    pub tls: Option<TlsInfo>,
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -116,12 +134,42 @@ pub trait Handler: Send + Sync + 'static {
     fn deliver(&self, transaction: Transaction) -> impl Future<Output = Reply> + Send;
 }
 
-/// Runs one connection to its end.
+/// A stream the session can run over: plain TCP, TLS, or an in-memory pipe.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Runs one connection to its end, and shuts the stream down.
 pub async fn run<S, H>(stream: S, peer: SocketAddr, handler: &H, context: Context) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    start(Box::new(stream), None, peer, handler, context).await
+}
+
+/// Runs one connection whose TLS handshake is done (implicit TLS, `listen_tls`).
+pub async fn run_tls<S, H>(
+    stream: tokio_rustls::server::TlsStream<S>,
+    peer: SocketAddr,
+    handler: &H,
+    context: Context,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let info = TlsInfo::of(stream.get_ref().1);
+    start(Box::new(stream), Some(info), peer, handler, context).await
+}
+
+async fn start<H: Handler>(
+    stream: Box<dyn Io>,
+    tls: Option<TlsInfo>,
+    peer: SocketAddr,
+    handler: &H,
+    context: Context,
+) -> io::Result<()> {
     let config = handler.session_config();
     let mut session = Session {
         stream,
@@ -129,6 +177,8 @@ where
         config: &config,
         lifecycle: context.lifecycle,
         budget: context.budget,
+        acceptor: context.tls,
+        tls,
         input: Vec::with_capacity(1024),
         output: Vec::with_capacity(1024),
         discarding: false,
@@ -140,15 +190,21 @@ where
         size_hint: None,
         rcpt_to: Vec::new(),
     };
-    session.run(handler).await
+    let result = session.run(handler).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
+    result
 }
 
-struct Session<'a, S> {
-    stream: S,
+struct Session<'a> {
+    stream: Box<dyn Io>,
     peer: SocketAddr,
     config: &'a SessionConfig,
     lifecycle: watch::Receiver<Lifecycle>,
     budget: InflightBudget,
+    /// The certificate STARTTLS uses; `None` without `[tls]`.
+    acceptor: Option<Arc<Tls>>,
+    /// Set once TLS is active.
+    tls: Option<TlsInfo>,
     /// Bytes read and not yet consumed.
     input: Vec<u8>,
     /// Replies not yet written.
@@ -172,6 +228,7 @@ struct Session<'a, S> {
 enum Next {
     Continue,
     Data,
+    StartTls,
     Close,
 }
 
@@ -196,7 +253,7 @@ enum Line {
     TooLong,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+impl Session<'_> {
     async fn run<H: Handler>(&mut self, handler: &H) -> io::Result<()> {
         if !self.config.is_trusted(&self.peer) {
             tracing::info!(peer = %self.peer, "refused: not in trusted_networks");
@@ -245,8 +302,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         return self.flush().await;
                     }
                 }
+                Next::StartTls => {
+                    if !self.start_tls().await? {
+                        return Ok(());
+                    }
+                }
             }
         }
+    }
+
+    /// After `220 Ready to start TLS`: the handshake, within `idle_timeout`, then the
+    /// session starts over. False when the connection is to be closed.
+    async fn start_tls(&mut self) -> io::Result<bool> {
+        let Some(acceptor) = self.acceptor.as_ref().map(|tls| tls.acceptor()) else {
+            return Ok(false);
+        };
+        self.flush().await?;
+        if !self.input.is_empty() {
+            // RFC 3207 section 6 / CVE-2011-0411: nothing sent before the handshake may be
+            // taken as a command after it.
+            tracing::info!(
+                peer = %self.peer, bytes = self.input.len(),
+                "discarded what the client pipelined after STARTTLS"
+            );
+            self.input.clear();
+        }
+        self.discarding = false;
+        self.line_deadline = None;
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let handshake = tokio::time::timeout(self.config.idle_timeout, acceptor.accept(plain));
+        let stop = reached(&mut self.lifecycle, Lifecycle::Closing);
+        let stream = tokio::select! {
+            biased;
+            () = stop => return Ok(false),
+            result = handshake => match result {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    return Ok(false);
+                }
+                Err(_) => {
+                    tracing::info!(peer = %self.peer, "idle_timeout during the TLS handshake");
+                    return Ok(false);
+                }
+            },
+        };
+        let info = TlsInfo::of(stream.get_ref().1);
+        tracing::debug!(peer = %self.peer, version = %info.version, cipher = %info.cipher, "TLS started");
+        self.stream = Box::new(stream);
+        self.tls = Some(info);
+        // RFC 3207 4.2: the client's knowledge from before TLS is discarded.
+        self.helo = None;
+        self.esmtp = false;
+        self.reset_transaction();
+        self.errors = 0;
+        Ok(true)
     }
 
     /// Takes the next complete command line out of the input, if there is one.
@@ -339,6 +449,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     fn command<H: Handler>(&mut self, line: &[u8], handler: &H) -> Next {
+        if is_http(line) {
+            // Postfix's smtpd_forbidden_commands: a web client or proxy, not SMTP.
+            tracing::info!(peer = %self.peer, "non-SMTP command (HTTP); connection closed");
+            return Next::Close;
+        }
         let request = Request::parse(&mut line.iter());
         let reply = match request {
             Ok(request) => match self.request(request, line, handler) {
@@ -411,8 +526,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Request::Help { .. } => self.reply(&reply::help()),
             Request::Auth { .. } => return Err(reply::auth_not_enabled()),
             Request::Lhlo { .. } => return Err(reply::unknown_command()),
-            Request::StartTls
-            | Request::Expn { .. }
+            Request::StartTls => {
+                if self.tls.is_some() {
+                    self.errors += 1;
+                    return Err(reply::tls_already_active());
+                }
+                if self.acceptor.is_none() {
+                    return Err(reply::not_implemented());
+                }
+                self.reply(&reply::ready_to_start_tls());
+                return Ok(Next::StartTls);
+            }
+            Request::Expn { .. }
             | Request::Bdat { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -422,13 +547,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     fn ehlo(&mut self) {
-        let lines = [
+        let mut lines = vec![
             self.config.hostname.clone(),
             "PIPELINING".to_owned(),
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
+        if self.acceptor.is_some() && self.tls.is_none() {
+            lines.push("STARTTLS".to_owned());
+        }
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
@@ -445,6 +573,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     ) -> Result<(), Reply> {
         if self.helo.is_none() {
             return Err(reply::need_helo());
+        }
+        if self.config.require_tls && self.tls.is_none() {
+            return Err(reply::must_start_tls());
         }
         if self.mail_from.is_some() {
             return Err(reply::nested_mail());
@@ -565,6 +696,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     peer: self.peer,
                     helo: self.helo.clone().unwrap_or_default(),
                     esmtp: self.esmtp,
+                    tls: self.tls.clone(),
                     mail_from,
                     rcpt_to,
                     content,
@@ -644,6 +776,20 @@ fn declared_size(line: &[u8]) -> DeclaredSize {
         return DeclaredSize::Value(size);
     }
     DeclaredSize::None
+}
+
+/// An HTTP request line or header on the SMTP port: `GET `, `POST `, `CONNECT `, or a line
+/// whose first word ends in a colon (`Host:`, `User-Agent:`), as Postfix's
+/// `smtpd_forbidden_commands`.
+fn is_http(line: &[u8]) -> bool {
+    let word = line
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or_default();
+    let methods: [&[u8]; 3] = [b"GET", b"POST", b"CONNECT"];
+    let is_method =
+        methods.iter().any(|m| word.eq_ignore_ascii_case(m)) && line.get(word.len()) == Some(&b' ');
+    is_method || (word.len() > 1 && word.ends_with(b":"))
 }
 
 fn is_mail(line: &[u8]) -> bool {
@@ -789,6 +935,7 @@ mod tests {
                 max_recipients: 2,
                 idle_timeout,
                 trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                require_tls: false,
             }),
             got: Mutex::new(Vec::new()),
         }
