@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `resolve`.
+//! The command line: `serve`, `check`, `resolve`, `cert`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,19 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Write a self-signed development certificate and key: DIR/relay.crt and
+    /// DIR/relay.key (mode 0600), for `[tls] cert` and `key`
+    Cert {
+        /// The name clients connect to (a DNS name or an IP address)
+        #[arg(long, value_name = "NAME")]
+        hostname: String,
+        /// Where to write the pair
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        out: PathBuf,
+        /// Replace an existing pair
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -76,7 +89,67 @@ pub fn run(cli: Cli) -> ExitCode {
             configuration_set,
             config,
         } => resolve(&config.config, &from, configuration_set),
+        Command::Cert {
+            hostname,
+            out,
+            force,
+        } => match write_cert(&hostname, &out, force) {
+            Ok((cert, key)) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                println!(
+                    "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+                    cert.display(),
+                    key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sesrelay: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// Writes a self-signed pair for `hostname` into `dir` (created if missing); the key is
+/// created with mode 0600. Existing files are kept unless `force`.
+fn write_cert(hostname: &str, dir: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let valid = config::is_domain(hostname) || hostname.parse::<std::net::IpAddr>().is_ok();
+    anyhow::ensure!(
+        valid,
+        "--hostname {hostname:?} is not a host name or an IP address"
+    );
+    let (cert_pem, key_pem) = crate::tls::self_signed(hostname)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cert = dir.join("relay.crt");
+    let key = dir.join("relay.key");
+    if !force {
+        for path in [&cert, &key] {
+            anyhow::ensure!(
+                !path.exists(),
+                "{} exists; pass --force to replace it",
+                path.display()
+            );
+        }
+    }
+    // The key: written to a new file of mode 0600, then renamed over the old one.
+    let key_tmp = dir.join(".relay.key.tmp");
+    let _ = std::fs::remove_file(&key_tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_tmp)
+        .with_context(|| format!("cannot create {}", key_tmp.display()))?;
+    file.write_all(key_pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", key_tmp.display()))?;
+    std::fs::rename(&key_tmp, &key).with_context(|| format!("cannot write {}", key.display()))?;
+    std::fs::write(&cert, cert_pem).with_context(|| format!("cannot write {}", cert.display()))?;
+    Ok((cert, key))
 }
 
 fn init_logging(format: LogFormat) {

@@ -26,6 +26,12 @@ pub enum TlsError {
     Cert { path: String, message: String },
     #[error("cannot read the private key {path}: {message}")]
     Key { path: String, message: String },
+    #[error("cannot make a certificate for {hostname}: {source}")]
+    Generate {
+        hostname: String,
+        #[source]
+        source: rcgen::Error,
+    },
     #[error("the certificate {cert} and the key {key} cannot serve: {source}")]
     Pair {
         cert: String,
@@ -98,6 +104,24 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         .with_single_cert(chain, private_key)
         .map_err(pair_error)?;
     Ok(Arc::new(config))
+}
+
+/// A self-signed development pair for `hostname` (a DNS name or an IP address, as the
+/// subject alternative name and common name): the PEM certificate and the PEM key.
+pub fn self_signed(hostname: &str) -> Result<(String, String), TlsError> {
+    let generate = || -> Result<(String, String), rcgen::Error> {
+        let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, hostname);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    generate().map_err(|source| TlsError::Generate {
+        hostname: hostname.to_owned(),
+        source,
+    })
 }
 
 /// The identity of the two files: a change in any part means they were replaced.
