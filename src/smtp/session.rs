@@ -527,6 +527,9 @@ impl Session<'_> {
             Request::Auth { .. } => return Err(reply::auth_not_enabled()),
             Request::Lhlo { .. } => return Err(reply::unknown_command()),
             Request::StartTls => {
+                if !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") {
+                    return Err(reply::syntax("STARTTLS"));
+                }
                 if self.tls.is_some() {
                     self.errors += 1;
                     return Err(reply::tls_already_active());
