@@ -963,6 +963,58 @@ mod tests {
         (out, recorder.got.into_inner().unwrap())
     }
 
+    #[tokio::test]
+    async fn starttls_without_a_certificate_is_not_implemented() {
+        let (out, _) = dialogue(b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n").await;
+        assert!(!out.contains("STARTTLS"), "{out}");
+        assert!(
+            out.ends_with("502 5.5.1 Error: command not implemented\r\n250 2.0.0 Ok\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn require_tls_refuses_mail_before_starttls() {
+        let mut recorder = recorder(100, Duration::from_secs(5));
+        Arc::make_mut(&mut recorder.config).require_tls = true;
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let (_lifecycle, context) = Context::new(InflightBudget::unlimited());
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        run(server, peer, &recorder, context).await.unwrap();
+        let mut out = String::new();
+        client_read.read_to_string(&mut out).await.unwrap();
+        assert!(
+            out.ends_with(
+                "530 5.7.0 Must issue a STARTTLS command first\r\n\
+503 5.5.1 Error: need MAIL command\r\n221 2.0.0 Bye\r\n"
+            ),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_on_the_smtp_port_closes_without_a_reply() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /x HTTP/1.0\r\n",
+            b"EHLO c\r\nHost: relay.test\r\nNOOP\r\n",
+            b"CONNECT relay.test:25 HTTP/1.1\r\n",
+        ] {
+            let (out, _) = dialogue(input).await;
+            assert!(!out.contains("250 2.0.0"), "{out}");
+            assert!(!out.contains("500 "), "{out}");
+        }
+        assert!(!is_http(b"MAIL FROM:<a@x>\r\n"));
+        assert!(!is_http(b"GET\r\n"));
+        assert!(!is_http(b":\r\n"));
+        assert!(is_http(b"user-agent: x\r\n"));
+    }
+
     /// Found by the `smtp_session` fuzz target: a MAIL parameter with 8-bit bytes was echoed
     /// raw into the 555 reply.
     #[tokio::test]
