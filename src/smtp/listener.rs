@@ -140,6 +140,11 @@ async fn accept_loop<H: Handler>(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: max_connections reached");
+            if implicit_tls.is_some() {
+                // A TLS client cannot read a plaintext 421: it is just closed.
+                drop(stream);
+                continue;
+            }
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 reply::too_many_connections().write_to(&mut out);
