@@ -214,6 +214,12 @@ async fn wait_for_stop_signal() {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Some(tls) = &config.tls
+                && let Err(e) = crate::tls::server_config(&tls.cert, &tls.key)
+            {
+                eprintln!("sesrelay: {}: {e}", config.path.display());
+                return ExitCode::from(1);
+            }
             print!("{}", check_report(&config));
             ExitCode::SUCCESS
         }
@@ -234,6 +240,26 @@ pub fn check_report(config: &Config) -> String {
         "upstream: {}",
         describe_upstream(&config.upstream.target)
     );
+    if let Some(tls) = &config.tls {
+        let _ = writeln!(
+            out,
+            "tls: cert {}, key {}, require = {}; implicit TLS on {}",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.require,
+            if config.server.listen_tls.is_empty() {
+                "no listener".to_owned()
+            } else {
+                config
+                    .server
+                    .listen_tls
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "policy: require_verified_sender = {}, inherit_domain_default = {}, region {}",

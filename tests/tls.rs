@@ -463,4 +463,36 @@ fn the_cert_command_writes_a_pair_that_loads() {
     assert!(forced.status.success(), "{forced:?}");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+
+    // `check` loads the pair: it passes with this one, and fails on a key that is not its.
+    let config = dir.path().join("sesrelay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten_tls = [\"127.0.0.1:2465\"]\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [upstream]\nurl = \"dir:outbox\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sesrelay"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("require = false; implicit TLS on 127.0.0.1:2465"),
+        "{text}"
+    );
+    std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot serve"), "{err}");
 }
