@@ -1,12 +1,15 @@
 //! A whole SMTP session (`smtp::session::run`, SPEC 3): arbitrary client bytes in, replies
 //! out, against an in-memory handler that accepts every message.
 //!
-//! Input: one control byte (the pipe's buffer size, the session limits) then the bytes the
-//! client sends before it closes its half of the connection. Checks:
+//! Input: one control byte (the pipe's buffer size, the session limits, `[tls] require`, a
+//! certificate for STARTTLS) then the bytes the client sends before it closes its half of
+//! the connection. Checks:
 //! - no panic, and the session ends (the clock is virtual: a timeout costs no real time);
 //! - every reply line is ASCII, at most 512 octets with its CRLF, no CR or LF inside, and
 //!   has the form `NNN[ -]text`; the lines of one multi-line reply share their code;
 //! - the first reply is the 220 greeting; the output ends with a complete line;
+//! - after `220 2.0.0 Ready to start TLS` only TLS records follow (the bytes the client
+//!   pipelined after STARTTLS are never answered in plaintext);
 //! - what the handler gets respects the limits: recipients, size, CRLF lines.
 #![no_main]
 
@@ -108,6 +111,43 @@ fn check_replies(out: &[u8]) {
     assert!(continued.is_none(), "the last reply is unfinished");
 }
 
+const READY_FOR_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+
+/// The reply stream up to and including `220 Ready to start TLS`; what follows must be TLS
+/// records (content types 20 to 23), never a plaintext reply.
+fn split_at_starttls(out: &[u8]) -> &[u8] {
+    let Some(at) = out
+        .windows(READY_FOR_TLS.len())
+        .position(|w| w == READY_FOR_TLS)
+    else {
+        return out;
+    };
+    let (smtp, tls) = out.split_at(at + READY_FOR_TLS.len());
+    if let Some(&first) = tls.first() {
+        assert!(
+            (20..=23).contains(&first),
+            "plaintext after STARTTLS: {:?}",
+            String::from_utf8_lossy(tls)
+        );
+    }
+    smtp
+}
+
+/// A self-signed certificate for STARTTLS, made once per process.
+fn certificate() -> Option<Arc<sesrelay::tls::Tls>> {
+    static TLS: std::sync::OnceLock<Option<Arc<sesrelay::tls::Tls>>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let (cert, key) = sesrelay::tls::self_signed("fuzz.example").ok()?;
+        let dir = std::env::temp_dir().join(format!("sesrelay-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let (cert_path, key_path) = (dir.join("relay.crt"), dir.join("relay.key"));
+        std::fs::write(&cert_path, cert).ok()?;
+        std::fs::write(&key_path, key).ok()?;
+        sesrelay::tls::Tls::load(&cert_path, &key_path).ok()
+    })
+    .clone()
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -146,7 +186,10 @@ fuzz_target!(|input: &[u8]| {
         // A small budget, so that the 452 path is taken too.
         let budget =
             sesrelay::smtp::InflightBudget::new(if control & 0x20 == 0 { 1 << 22 } else { 100 });
-        let (_lifecycle, context) = sesrelay::smtp::session::Context::new(budget);
+        let (_lifecycle, mut context) = sesrelay::smtp::session::Context::new(budget);
+        if control & 0x80 != 0 {
+            context.tls = certificate();
+        }
         let session = sesrelay::smtp::session::run(server, peer, &handler, context);
         let write = async {
             // The session may close first (QUIT, too many errors): a broken pipe is fine.
@@ -165,7 +208,7 @@ fuzz_target!(|input: &[u8]| {
         bounded.await.expect("the session did not end")
     });
 
-    check_replies(&output);
+    check_replies(split_at_starttls(&output));
     for &(recipients, size, crlf_only) in handler.got.lock().unwrap().iter() {
         assert!(
             recipients >= 1 && recipients <= max_recipients,
