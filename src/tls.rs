@@ -241,3 +241,67 @@ impl Tls {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        let path = dir.join(name);
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_pair_loads_and_a_mismatched_or_broken_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("relay.test").unwrap();
+        let (_, other_key) = self_signed("relay.test").unwrap();
+        let cert_path = write(dir.path(), "relay.crt", &cert);
+        let key_path = write(dir.path(), "relay.key", &key);
+        server_config(&cert_path, &key_path).unwrap();
+
+        let other = write(dir.path(), "other.key", &other_key);
+        assert!(matches!(
+            server_config(&cert_path, &other),
+            Err(TlsError::Pair { .. })
+        ));
+        let junk = write(dir.path(), "junk", "not PEM");
+        assert!(matches!(
+            server_config(&junk, &key_path),
+            Err(TlsError::Cert { .. })
+        ));
+        assert!(matches!(
+            server_config(&cert_path, &junk),
+            Err(TlsError::Key { .. })
+        ));
+        let missing = dir.path().join("missing");
+        assert!(server_config(&missing, &key_path).is_err());
+    }
+
+    #[test]
+    fn reload_takes_a_good_replacement_and_keeps_the_pair_on_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("relay.test").unwrap();
+        let cert_path = write(dir.path(), "relay.crt", &cert);
+        let key_path = write(dir.path(), "relay.key", &key);
+        let tls = Tls::load(&cert_path, &key_path).unwrap();
+        assert!(!tls.reload_if_changed(), "nothing changed");
+
+        let (cert2, key2) = self_signed("relay.test").unwrap();
+        write(dir.path(), "relay.crt", &cert2);
+        // The certificate alone: it does not match the key, so it is refused...
+        assert!(!tls.reload_if_changed());
+        // ...until the key follows.
+        write(dir.path(), "relay.key", &key2);
+        assert!(tls.reload_if_changed());
+        assert!(!tls.reload_if_changed());
+
+        // A broken key is refused once (and logged once), not at every look.
+        write(dir.path(), "relay.key", "junk");
+        assert!(!tls.reload_if_changed());
+        assert!(!tls.reload_if_changed());
+    }
+}
