@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `resolve`, `hash-password`.
+//! The command line: `serve`, `check`, `resolve`, `cert`, `hash-password`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,19 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Write a self-signed development certificate and key: DIR/relay.crt and
+    /// DIR/relay.key (mode 0600), for `[tls] cert` and `key`
+    Cert {
+        /// The name clients connect to (a DNS name or an IP address)
+        #[arg(long, value_name = "NAME")]
+        hostname: String,
+        /// Where to write the pair
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        out: PathBuf,
+        /// Replace an existing pair
+        #[arg(long)]
+        force: bool,
+    },
     /// Read a password from standard input (one line) and print its argon2id hash, for
     /// `password_hash` in `[auth] users`
     HashPassword,
@@ -79,6 +92,25 @@ pub fn run(cli: Cli) -> ExitCode {
             configuration_set,
             config,
         } => resolve(&config.config, &from, configuration_set),
+        Command::Cert {
+            hostname,
+            out,
+            force,
+        } => match write_cert(&hostname, &out, force) {
+            Ok((cert, key)) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                println!(
+                    "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+                    cert.display(),
+                    key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sesrelay: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::HashPassword => hash_password(),
     }
 }
@@ -106,6 +138,47 @@ fn hash_password() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Writes a self-signed pair for `hostname` into `dir` (created if missing); the key is
+/// created with mode 0600. Existing files are kept unless `force`.
+fn write_cert(hostname: &str, dir: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let valid = config::is_domain(hostname) || hostname.parse::<std::net::IpAddr>().is_ok();
+    anyhow::ensure!(
+        valid,
+        "--hostname {hostname:?} is not a host name or an IP address"
+    );
+    let (cert_pem, key_pem) = crate::tls::self_signed(hostname)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cert = dir.join("relay.crt");
+    let key = dir.join("relay.key");
+    if !force {
+        for path in [&cert, &key] {
+            anyhow::ensure!(
+                !path.exists(),
+                "{} exists; pass --force to replace it",
+                path.display()
+            );
+        }
+    }
+    // The key: written to a new file of mode 0600, then renamed over the old one.
+    let key_tmp = dir.join(".relay.key.tmp");
+    let _ = std::fs::remove_file(&key_tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_tmp)
+        .with_context(|| format!("cannot create {}", key_tmp.display()))?;
+    file.write_all(key_pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", key_tmp.display()))?;
+    std::fs::rename(&key_tmp, &key).with_context(|| format!("cannot write {}", key.display()))?;
+    std::fs::write(&cert, cert_pem).with_context(|| format!("cannot write {}", cert.display()))?;
+    Ok((cert, key))
 }
 
 fn init_logging(format: LogFormat) {
@@ -170,6 +243,12 @@ async fn wait_for_stop_signal() {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Some(tls) = &config.tls
+                && let Err(e) = crate::tls::server_config(&tls.cert, &tls.key)
+            {
+                eprintln!("sesrelay: {}: {e}", config.path.display());
+                return ExitCode::from(1);
+            }
             print!("{}", check_report(&config));
             ExitCode::SUCCESS
         }
@@ -190,6 +269,26 @@ pub fn check_report(config: &Config) -> String {
         "upstream: {}",
         describe_upstream(&config.upstream.target)
     );
+    if let Some(tls) = &config.tls {
+        let _ = writeln!(
+            out,
+            "tls: cert {}, key {}, require = {}; implicit TLS on {}",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.require,
+            if config.server.listen_tls.is_empty() {
+                "no listener".to_owned()
+            } else {
+                config
+                    .server
+                    .listen_tls
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "policy: require_verified_sender = {}, inherit_domain_default = {}, region {}",

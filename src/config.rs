@@ -157,6 +157,22 @@ pub struct Config {
     secrets: Secrets,
     /// Where `upstream.ca_file` is written, for the error when the file is missing.
     ca_file_at: Option<Location>,
+    /// `[tls]`: the certificate and key for STARTTLS and `listen_tls`; none without the
+    /// section.
+    pub tls: Option<TlsConfig>,
+    /// Where `tls.cert` and `tls.key` are written, for the error when a file is missing.
+    tls_at: Option<(Location, Location)>,
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The PEM private key.
+    pub key: PathBuf,
+    /// MAIL and AUTH before STARTTLS get `530 5.7.0 Must issue a STARTTLS command first`.
+    pub require: bool,
 }
 
 /// Where a key is written in the file.
@@ -537,12 +553,27 @@ impl Config {
         self.secrets.values.get(var).map(String::as_str)
     }
 
-    /// Checks that the files the configuration names exist (`upstream.ca_file`).
+    /// Checks that the files the configuration names exist (`upstream.ca_file`,
+    /// `tls.cert`, `tls.key`).
     pub fn check_files(&self) -> Result<(), ConfigError> {
         if let (Some(path), Some(at)) = (&self.upstream.ca_file, &self.ca_file_at)
             && !path.is_file()
         {
             return Err(self.error_at(at, format!("{} is not a readable file", path.display())));
+        }
+        if let (Some(tls), Some((cert_at, key_at))) = (&self.tls, &self.tls_at) {
+            for (path, at) in [(&tls.cert, cert_at), (&tls.key, key_at)] {
+                if !path.is_file() {
+                    return Err(self.error_at(
+                        at,
+                        format!(
+                            "{} is not a readable file (`sesrelay cert --hostname NAME` makes a \
+                             development pair)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -608,7 +639,7 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     policy: RawPolicy,
-    tls: Option<Spanned<toml::Table>>,
+    tls: Option<RawTls>,
     auth: Option<Spanned<RawAuth>>,
     upstream: RawUpstream,
     #[serde(default)]
@@ -672,6 +703,14 @@ struct RawServer {
     max_inflight_bytes: Option<Spanned<i64>>,
     shutdown_timeout: Option<Spanned<String>>,
     trusted_networks: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    require: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -783,16 +822,15 @@ impl Source<'_> {
     }
 
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        if let Some(tls) = &raw.tls {
-            return Err(self.error(
-                tls.span(),
-                "tls",
-                "[tls] is not supported yet (this version of sesrelay has no STARTTLS or \
-                 implicit-TLS listener); remove the section",
-            ));
-        }
         let mut secrets = Secrets::default();
-        let server = self.server(raw.server)?;
+        let (tls, tls_at) = match raw.tls {
+            Some(tls) => {
+                let (tls, at) = self.tls(tls)?;
+                (Some(tls), Some(at))
+            }
+            None => (None, None),
+        };
+        let server = self.server(raw.server, tls.is_some())?;
         let strip_ses_headers = raw.upstream.strip_ses_headers.unwrap_or(false);
         let ca_file_at = raw
             .upstream
@@ -828,6 +866,8 @@ impl Source<'_> {
             auth,
             secrets,
             ca_file_at,
+            tls,
+            tls_at,
         })
     }
 
@@ -896,7 +936,24 @@ impl Source<'_> {
         Ok(AuthConfig { users })
     }
 
-    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+    /// `[tls]`; whether the files exist is checked by `Config::check_files`.
+    fn tls(&self, raw: RawTls) -> Result<(TlsConfig, (Location, Location)), ConfigError> {
+        for (value, key) in [(&raw.cert, "tls.cert"), (&raw.key, "tls.key")] {
+            if value.get_ref().is_empty() {
+                return Err(self.error(value.span(), key, "a file path is needed here"));
+            }
+        }
+        let cert_at = self.location(raw.cert.span(), "tls.cert");
+        let key_at = self.location(raw.key.span(), "tls.key");
+        let tls = TlsConfig {
+            cert: PathBuf::from(raw.cert.into_inner()),
+            key: PathBuf::from(raw.key.into_inner()),
+            require: raw.require.unwrap_or(false),
+        };
+        Ok((tls, (cert_at, key_at)))
+    }
+
+    fn server(&self, raw: RawServer, tls: bool) -> Result<ServerConfig, ConfigError> {
         let hostname = match raw.hostname {
             Some(h) => {
                 if !is_domain(h.get_ref()) {
@@ -921,15 +978,17 @@ impl Source<'_> {
             Some(list) => self.socket_addrs(list.into_inner(), "server.listen")?,
             None => vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
         };
-        if let Some(list) = raw.listen_tls
-            && !list.get_ref().is_empty()
-        {
-            return Err(self.error(
-                list.span(),
-                "server.listen_tls",
-                "implicit TLS needs a [tls] section, which this version does not support yet",
-            ));
-        }
+        let listen_tls = match raw.listen_tls {
+            Some(list) if !tls && !list.get_ref().is_empty() => {
+                return Err(self.error(
+                    list.span(),
+                    "server.listen_tls",
+                    "implicit TLS needs a [tls] section with cert and key",
+                ));
+            }
+            Some(list) => self.socket_addrs(list.into_inner(), "server.listen_tls")?,
+            None => Vec::new(),
+        };
         let region = match raw.region {
             Some(r) => {
                 let ok = !r.get_ref().is_empty()
@@ -1013,7 +1072,7 @@ impl Source<'_> {
         Ok(ServerConfig {
             hostname,
             listen,
-            listen_tls: Vec::new(),
+            listen_tls,
             region,
             max_message_size: to_usize(max_message_size),
             max_recipients: to_usize(max_recipients),

@@ -13,4 +13,5 @@ pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod smtp;
+pub mod tls;
 pub mod upstream;

@@ -11,6 +11,7 @@ use crate::password;
 use crate::policy::{Decision, Rejection, SenderLimit};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
+use crate::tls::TlsInfo;
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
 /// Messages larger than this are read and judged on a blocking thread, so a long header
@@ -64,6 +65,7 @@ fn snapshot(config: Config) -> Snapshot {
         trusted_networks: config.server.trusted_networks.clone(),
         auth_enabled: config.auth.is_some(),
         auth_failure_delay: AUTH_FAILURE_DELAY,
+        require_tls: config.tls.as_ref().is_some_and(|tls| tls.require),
     };
     Snapshot {
         config: Arc::new(config),
@@ -150,12 +152,14 @@ pub struct Submission {
     pub peer: IpAddr,
     /// The HELO/EHLO name (the API uses the client's address).
     pub helo: String,
-    /// `ESMTP`, `SMTP`, `ESMTPA` ([`received_protocol`]) or `HTTP`, for the `Received:`
-    /// header.
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA` ([`received_protocol`]) or `HTTP`,
+    /// for the `Received:` header.
     pub protocol: &'static str,
     /// The SMTP AUTH user: limited by its `allowed_senders`, named in the log (never in
     /// the message).
     pub auth_user: Option<String>,
+    /// What TLS negotiated, when the message came over TLS.
+    pub tls: Option<TlsInfo>,
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -217,6 +221,7 @@ impl Relay {
             helo,
             protocol,
             auth_user,
+            tls,
             mail_from,
             rcpt_to,
             message,
@@ -266,6 +271,7 @@ impl Relay {
             helo: &helo,
             peer: peer.to_canonical(),
             protocol,
+            tls: tls.as_ref(),
             hostname: &config.server.hostname,
             id: &id,
             recipient: match rcpt_to.as_slice() {
@@ -372,9 +378,9 @@ impl Handler for Relay {
         let submission = Submission {
             peer: tx.peer.ip(),
             helo: tx.helo,
-            // TLS is not set for now: the session has no TLS yet.
-            protocol: received_protocol(tx.esmtp, false, tx.auth_user.is_some()),
+            protocol: received_protocol(tx.esmtp, tx.tls.is_some(), tx.auth_user.is_some()),
             auth_user: tx.auth_user,
+            tls: tx.tls,
             mail_from: tx.mail_from,
             rcpt_to: tx.rcpt_to,
             message: read_message(tx.content).await,

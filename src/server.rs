@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::relay::Relay;
 use crate::smtp::InflightBudget;
 use crate::smtp::listener::{self, Limits};
+use crate::tls::{RELOAD_INTERVAL, Tls, TlsError};
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum ServerError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Verification(#[from] VerificationError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -32,6 +35,10 @@ pub enum ServerError {
 pub struct Server {
     relay: Arc<Relay>,
     listeners: Vec<TcpListener>,
+    /// Implicit TLS (`listen_tls`).
+    tls_listeners: Vec<TcpListener>,
+    /// The certificate, when `[tls]` is configured.
+    tls: Option<Arc<Tls>>,
     /// The admin API, when `[admin]` is configured.
     admin: Option<(TcpListener, AdminState)>,
 }
@@ -45,6 +52,17 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })?;
             listeners.push(listener);
+        }
+        let tls = match &config.tls {
+            Some(tls) => Some(Tls::load(&tls.cert, &tls.key)?),
+            None => None,
+        };
+        let mut tls_listeners = Vec::with_capacity(config.server.listen_tls.len());
+        for &addr in &config.server.listen_tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            tls_listeners.push(listener);
         }
         let admin_addr = config.admin.as_ref().map(|a| a.listen);
         let relay = Arc::new(Relay::new(config)?);
@@ -60,6 +78,8 @@ impl Server {
         Ok(Server {
             relay,
             listeners,
+            tls_listeners,
+            tls,
             admin,
         })
     }
@@ -77,6 +97,14 @@ impl Server {
             .collect()
     }
 
+    /// The implicit-TLS addresses actually bound (port 0 resolved).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     pub fn relay(&self) -> &Arc<Relay> {
         &self.relay
     }
@@ -88,6 +116,10 @@ impl Server {
         for addr in self.local_addrs() {
             tracing::info!("listening for SMTP on {addr}");
         }
+        for addr in self.tls_addrs() {
+            tracing::info!("listening for SMTP over implicit TLS on {addr}");
+        }
+        let watcher = self.tls.as_ref().map(|tls| tls.watch(RELOAD_INTERVAL));
         let admin = self.admin.map(|(listener, state)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening for the SES v2 API on {addr}");
@@ -100,9 +132,20 @@ impl Server {
                 max_connections: config.server.max_connections,
                 shutdown_timeout: config.server.shutdown_timeout,
                 budget: InflightBudget::new(config.server.max_inflight_bytes),
+                tls: self.tls,
             }
         };
-        listener::serve(self.listeners, limits, self.relay, shutdown).await;
+        listener::serve(
+            self.listeners,
+            self.tls_listeners,
+            limits,
+            self.relay,
+            shutdown,
+        )
+        .await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),

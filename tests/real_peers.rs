@@ -291,3 +291,64 @@ fn swaks_authenticates_with_plain_and_login() {
     assert!(log.contains("user=app"), "{log}");
     assert!(!log.contains("example-password"), "{log}");
 }
+
+#[test]
+fn swaks_over_starttls_and_implicit_tls() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let relay_dir = tempfile::tempdir().unwrap();
+    let (_sink, sink_addr) = smtp_sink(sink_dir.path());
+    let certs = relay_dir.path().join("certs");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_sesrelay"))
+        .args(["cert", "--hostname", "localhost", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let config = standard_config(&format!("smtp://{sink_addr}")).replacen(
+        "[server]\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]\n",
+        1,
+    ) + &format!(
+        "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nrequire = true\n",
+        certs.join("relay.crt").display(),
+        certs.join("relay.key").display()
+    );
+    let relay = RelayProcess::start_in(relay_dir.path(), &config);
+    let tls_addr = relay.process.log.addresses(
+        "listening for SMTP over implicit TLS on",
+        1,
+        Duration::from_secs(10),
+    )[0];
+    let message = ["--from", "joe@example.com", "--to", "bob@example.net"];
+
+    // Without TLS, require = true refuses MAIL.
+    let out = swaks(relay.smtp_addr(), &message);
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("530 5.7.0 Must issue a STARTTLS command first"),
+        "{transcript}"
+    );
+
+    // swaks does not verify the certificate unless told to.
+    let out = swaks(relay.smtp_addr(), &[&message[..], &["--tls"]].concat());
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("<-  220 2.0.0 Ready to start TLS"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("<~  250 2.0.0 Ok "), "{transcript}");
+
+    let out = swaks(tls_addr, &[&message[..], &["--tlsc"]].concat());
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("<~  250 2.0.0 Ok "), "{transcript}");
+
+    let got = dumps(sink_dir.path(), 2);
+    assert_eq!(got.len(), 2, "smtp-sink received {} messages", got.len());
+    for m in &got {
+        assert!(m.contains(" with ESMTPS id "), "{m}");
+        assert!(m.contains("(version=TLSv1."), "{m}");
+    }
+}

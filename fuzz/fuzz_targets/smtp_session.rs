@@ -1,12 +1,15 @@
 //! A whole SMTP session (`smtp::session::run`, SPEC 3): arbitrary client bytes in, replies
 //! out, against an in-memory handler that accepts every message.
 //!
-//! Input: one control byte (the pipe's buffer size, the session limits) then the bytes the
-//! client sends before it closes its half of the connection. Checks:
+//! Input: one control byte (the pipe's buffer size, the session limits, `[auth]`, an
+//! untrusted peer), a second one for TLS (`[tls] require`, a certificate for STARTTLS),
+//! then the bytes the client sends before it closes its half of the connection. Checks:
 //! - no panic, and the session ends (the clock is virtual: a timeout costs no real time);
 //! - every reply line is ASCII, at most 512 octets with its CRLF, no CR or LF inside, and
 //!   has the form `NNN[ -]text`; the lines of one multi-line reply share their code;
 //! - the first reply is the 220 greeting; the output ends with a complete line;
+//! - after `220 2.0.0 Ready to start TLS` only TLS records follow (the bytes the client
+//!   pipelined after STARTTLS are never answered in plaintext);
 //! - what the handler gets respects the limits: recipients, size, CRLF lines;
 //! - with `[auth]` and an untrusted peer, only an authenticated client's message gets
 //!   through (AUTH PLAIN/LOGIN as "app" with password "secret" is reachable).
@@ -115,6 +118,43 @@ fn check_replies(out: &[u8]) {
     assert!(continued.is_none(), "the last reply is unfinished");
 }
 
+const READY_FOR_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+
+/// The reply stream up to and including `220 Ready to start TLS`; what follows must be TLS
+/// records (content types 20 to 23), never a plaintext reply.
+fn split_at_starttls(out: &[u8]) -> &[u8] {
+    let Some(at) = out
+        .windows(READY_FOR_TLS.len())
+        .position(|w| w == READY_FOR_TLS)
+    else {
+        return out;
+    };
+    let (smtp, tls) = out.split_at(at + READY_FOR_TLS.len());
+    if let Some(&first) = tls.first() {
+        assert!(
+            (20..=23).contains(&first),
+            "plaintext after STARTTLS: {:?}",
+            String::from_utf8_lossy(tls)
+        );
+    }
+    smtp
+}
+
+/// A self-signed certificate for STARTTLS, made once per process.
+fn certificate() -> Option<Arc<sesrelay::tls::Tls>> {
+    static TLS: std::sync::OnceLock<Option<Arc<sesrelay::tls::Tls>>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let (cert, key) = sesrelay::tls::self_signed("fuzz.example").ok()?;
+        let dir = std::env::temp_dir().join(format!("sesrelay-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let (cert_path, key_path) = (dir.join("relay.crt"), dir.join("relay.key"));
+        std::fs::write(&cert_path, cert).ok()?;
+        std::fs::write(&key_path, key).ok()?;
+        sesrelay::tls::Tls::load(&cert_path, &key_path).ok()
+    })
+    .clone()
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -127,7 +167,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&control, client_bytes)) = input.split_first() else {
+    let Some((&control, rest)) = input.split_first() else {
+        return;
+    };
+    // A second control byte for TLS: 0x01 `[tls] require`, 0x02 a certificate (STARTTLS).
+    let Some((&tls_control, client_bytes)) = rest.split_first() else {
         return;
     };
     let pipe_size = 1 << (4 + (control & 0x07)); // 16 .. 2048 octets per read
@@ -143,11 +187,20 @@ fuzz_target!(|input: &[u8]| {
             max_message_size,
             max_recipients,
             idle_timeout: Duration::from_secs(5),
-            trusted_networks: vec![if untrusted { "10.0.0.0/8" } else { "127.0.0.0/8" }
+            trusted_networks: vec![
+                if untrusted {
+                    "10.0.0.0/8"
+                } else {
+                    "127.0.0.0/8"
+                }
                 .parse()
-                .unwrap()],
+                .unwrap(),
+            ],
             auth_enabled,
             auth_failure_delay: Duration::from_millis(300),
+            // `[tls] require`: MAIL before STARTTLS gets 530 (STARTTLS 502 without a
+            // certificate).
+            require_tls: tls_control & 0x01 != 0,
         }),
         got: Mutex::new(Vec::new()),
     };
@@ -159,7 +212,10 @@ fuzz_target!(|input: &[u8]| {
         // A small budget, so that the 452 path is taken too.
         let budget =
             sesrelay::smtp::InflightBudget::new(if control & 0x20 == 0 { 1 << 22 } else { 100 });
-        let (_lifecycle, context) = sesrelay::smtp::session::Context::new(budget);
+        let (_lifecycle, mut context) = sesrelay::smtp::session::Context::new(budget);
+        if tls_control & 0x02 != 0 {
+            context.tls = certificate();
+        }
         let session = sesrelay::smtp::session::run(server, peer, &handler, context);
         let write = async {
             // The session may close first (QUIT, too many errors): a broken pipe is fine.
@@ -178,11 +234,15 @@ fuzz_target!(|input: &[u8]| {
         bounded.await.expect("the session did not end")
     });
 
-    check_replies(&output);
+    check_replies(split_at_starttls(&output));
     for (recipients, size, crlf_only, user) in handler.got.lock().unwrap().iter() {
         let (recipients, size, crlf_only) = (*recipients, *size, *crlf_only);
         if untrusted {
-            assert_eq!(user.as_deref(), Some("app"), "an untrusted peer sent without AUTH");
+            assert_eq!(
+                user.as_deref(),
+                Some("app"),
+                "an untrusted peer sent without AUTH"
+            );
         }
         if !auth_enabled {
             assert!(user.is_none(), "AUTH succeeded without [auth]");

@@ -806,6 +806,7 @@ pub async fn send_email(
         helo: format!("[{}]", peer.ip().to_canonical()),
         protocol: "HTTP",
         auth_user: None,
+        tls: None,
         mail_from,
         rcpt_to,
         message,

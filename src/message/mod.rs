@@ -16,6 +16,7 @@
 
 mod address;
 
+use crate::tls::TlsInfo;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -523,8 +524,10 @@ pub struct Trace<'a> {
     /// The name the client gave in HELO/EHLO.
     pub helo: &'a str,
     pub peer: IpAddr,
-    /// `ESMTP` after EHLO, `SMTP` after HELO.
+    /// `ESMTP` after EHLO, `SMTP` after HELO, `ESMTPS` under TLS (RFC 3848).
     pub protocol: &'a str,
+    /// What TLS negotiated, written as a comment after the id.
+    pub tls: Option<&'a TlsInfo>,
     pub hostname: &'a str,
     pub id: &'a str,
     /// The recipient, when there is exactly one.
@@ -554,6 +557,25 @@ pub fn received_header(t: &Trace<'_>) -> String {
         "Received: from {helo} ({peer})\r\n\tby {} (sesrelay) with {} id {}",
         t.hostname, t.protocol, t.id
     );
+    if let Some(tls) = t.tls {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != '(' && c != ')' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect()
+        };
+        let _ = write!(
+            h,
+            "\r\n\t(version={} cipher={})",
+            clean(&tls.version),
+            clean(&tls.cipher)
+        );
+    }
     match t.recipient {
         Some(rcpt) => {
             let _ = write!(h, "\r\n\tfor <{rcpt}>; {}\r\n", t.date);
@@ -799,6 +821,7 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
             helo: "client.example (evil)\r\n",
             peer: "127.0.0.1".parse().unwrap(),
             protocol: "ESMTP",
+            tls: None,
             hostname: "sesrelay.local",
             id: "abc",
             recipient: Some("r@example.com"),
@@ -816,6 +839,22 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
         };
         assert!(received_header(&t).contains("from h ([IPv6:::1])"));
         assert!(received_header(&t).ends_with("id abc;\r\n\tThu, 26 Nov 2026 13:14:42 +0000\r\n"));
+        let info = crate::tls::TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        };
+        let t = Trace {
+            protocol: "ESMTPS",
+            tls: Some(&info),
+            ..t
+        };
+        assert!(
+            received_header(&t).contains(
+                "with ESMTPS id abc\r\n\t(version=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384);\r\n"
+            ),
+            "{}",
+            received_header(&t)
+        );
     }
 
     #[test]

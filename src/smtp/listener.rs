@@ -1,5 +1,5 @@
-//! The accept loop: connection limit, one task per connection, the in-flight budget, and
-//! shutdown in two steps (drain, then close at `shutdown_timeout`).
+//! The accept loop: connection limit, one task per connection, the in-flight budget,
+//! implicit TLS, and shutdown in two steps (drain, then close at `shutdown_timeout`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use super::budget::InflightBudget;
 use super::reply;
 use super::session::{self, Context, Handler, Lifecycle};
+use crate::tls::Tls;
 
 /// How long the sessions closed at `shutdown_timeout` get to write their 421 and end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -25,14 +26,20 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     /// Pays for the DATA buffers of all sessions together (`max_inflight_bytes`).
     pub budget: InflightBudget,
+    /// The certificate for STARTTLS and the implicit-TLS listeners (`[tls]`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Accepts connections on every listener until `shutdown` is set; then stops accepting,
 /// lets the sessions finish their messages in flight (each answers its next command with
 /// 421 4.3.2), and closes those still open after `shutdown_timeout`. Returns when every
 /// session has ended, at the latest shortly after `shutdown_timeout`.
+///
+/// On `tls_listeners` (implicit TLS, `listen_tls`) the TLS handshake comes first, within
+/// `idle_timeout`; they need `limits.tls`, and are not served without it.
 pub async fn serve<H: Handler>(
     listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
     limits: Limits,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
@@ -44,11 +51,26 @@ pub async fn serve<H: Handler>(
     let context = Context {
         budget: limits.budget.clone(),
         lifecycle: watching,
+        tls: limits.tls.clone(),
     };
     let mut acceptors = JoinSet::new();
-    for listener in listeners {
+    let implicit = match &limits.tls {
+        Some(tls) => tls_listeners
+            .into_iter()
+            .map(|l| (l, Some(Arc::clone(tls))))
+            .collect(),
+        None => {
+            if !tls_listeners.is_empty() {
+                tracing::error!("implicit-TLS listeners without a certificate are not served");
+            }
+            Vec::new()
+        }
+    };
+    let all = listeners.into_iter().map(|l| (l, None)).chain(implicit);
+    for (listener, implicit_tls) in all {
         acceptors.spawn(accept_loop(
             listener,
+            implicit_tls,
             Arc::clone(&slots),
             Arc::clone(&handler),
             context.clone(),
@@ -94,6 +116,7 @@ pub async fn serve<H: Handler>(
 
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
+    implicit_tls: Option<Arc<Tls>>,
     slots: Arc<Semaphore>,
     handler: Arc<H>,
     context: Context,
@@ -117,6 +140,11 @@ async fn accept_loop<H: Handler>(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: max_connections reached");
+            if implicit_tls.is_some() {
+                // A TLS client cannot read a plaintext 421: it is just closed.
+                drop(stream);
+                continue;
+            }
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 reply::too_many_connections().write_to(&mut out);
@@ -127,12 +155,31 @@ async fn accept_loop<H: Handler>(
         };
         let handler = Arc::clone(&handler);
         let context = context.clone();
+        let implicit_tls = implicit_tls.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "connection opened");
-            if let Err(e) = session::run(&mut stream, peer, handler.as_ref(), context).await {
+            let result = match implicit_tls {
+                None => session::run(stream, peer, handler.as_ref(), context).await,
+                Some(tls) => {
+                    let idle = handler.session_config().idle_timeout;
+                    match tokio::time::timeout(idle, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            session::run_tls(stream, peer, handler.as_ref(), context).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "idle_timeout during the TLS handshake");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
             drop(slot);
         });
     }

@@ -225,6 +225,19 @@ pub fn not_implemented() -> Reply {
     Reply::new(502, "5.5.1", "Error: command not implemented")
 }
 
+pub fn ready_to_start_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
+}
+
+/// STARTTLS under TLS (Postfix's text and code).
+pub fn tls_already_active() -> Reply {
+    Reply::new(554, "5.5.1", "Error: TLS already active")
+}
+
+pub fn must_start_tls() -> Reply {
+    Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+}
+
 pub fn auth_not_enabled() -> Reply {
     Reply::new(503, "5.5.1", "Error: authentication not enabled")
 }

@@ -6,6 +6,10 @@
 //!
 //! Replies are queued and written when the session has no complete command left to
 //! process, so a pipelining client gets its replies in one write (RFC 2920).
+//!
+//! The session runs over a boxed stream, which STARTTLS replaces with the TLS stream over
+//! it; the session then starts over (RFC 3207), and whatever the client sent after STARTTLS
+//! before the handshake is discarded, never executed (CVE-2011-0411).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -28,6 +32,7 @@ use super::auth::{self, Credentials, Exchange, Mechanism, Step};
 use super::budget::{InflightBudget, Reservation};
 use super::data::{DataDecoder, Decoded, Progress};
 use super::reply::{self, Reply};
+use crate::tls::{Tls, TlsInfo};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -57,6 +62,8 @@ pub struct SessionConfig {
     pub auth_enabled: bool,
     /// How long a failed AUTH waits before its 535 (or its 421).
     pub auth_failure_delay: Duration,
+    /// `[tls] require`: MAIL before STARTTLS gets 530 5.7.0.
+    pub require_tls: bool,
 }
 
 impl SessionConfig {
@@ -84,13 +91,22 @@ pub struct Context {
     /// Pays for the DATA buffers of all sessions together.
     pub budget: InflightBudget,
     pub lifecycle: watch::Receiver<Lifecycle>,
+    /// The certificate for STARTTLS; `None` when `[tls]` is not configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Context {
     /// A context of its own: `budget`, and a lifecycle driven by the returned sender.
     pub fn new(budget: InflightBudget) -> (watch::Sender<Lifecycle>, Context) {
         let (tx, lifecycle) = watch::channel(Lifecycle::Serving);
-        (tx, Context { budget, lifecycle })
+        (
+            tx,
+            Context {
+                budget,
+                lifecycle,
+                tls: None,
+            },
+        )
     }
 }
 
@@ -102,6 +118,8 @@ pub struct Transaction {
     pub helo: String,
     /// True after EHLO, false after HELO.
     pub esmtp: bool,
+    /// What TLS negotiated, when the message came over TLS (STARTTLS or implicit).
+    pub tls: Option<TlsInfo>,
     /// The reverse path; empty for `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -131,12 +149,42 @@ pub trait Handler: Send + Sync + 'static {
     fn authenticate(&self, username: &str, password: &str) -> impl Future<Output = bool> + Send;
 }
 
-/// Runs one connection to its end.
+/// A stream the session can run over: plain TCP, TLS, or an in-memory pipe.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Runs one connection to its end, and shuts the stream down.
 pub async fn run<S, H>(stream: S, peer: SocketAddr, handler: &H, context: Context) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    start(Box::new(stream), None, peer, handler, context).await
+}
+
+/// Runs one connection whose TLS handshake is done (implicit TLS, `listen_tls`).
+pub async fn run_tls<S, H>(
+    stream: tokio_rustls::server::TlsStream<S>,
+    peer: SocketAddr,
+    handler: &H,
+    context: Context,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let info = TlsInfo::of(stream.get_ref().1);
+    start(Box::new(stream), Some(info), peer, handler, context).await
+}
+
+async fn start<H: Handler>(
+    stream: Box<dyn Io>,
+    tls: Option<TlsInfo>,
+    peer: SocketAddr,
+    handler: &H,
+    context: Context,
+) -> io::Result<()> {
     let config = handler.session_config();
     let mut session = Session {
         stream,
@@ -144,6 +192,8 @@ where
         config: &config,
         lifecycle: context.lifecycle,
         budget: context.budget,
+        acceptor: context.tls,
+        tls,
         input: Vec::with_capacity(1024),
         output: Vec::with_capacity(1024),
         discarding: false,
@@ -154,20 +204,25 @@ where
         mail_from: None,
         size_hint: None,
         rcpt_to: Vec::new(),
-        tls_active: false,
         auth_user: None,
         auth_failures: 0,
         sasl: None,
     };
-    session.run(handler).await
+    let result = session.run(handler).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
+    result
 }
 
-struct Session<'a, S> {
-    stream: S,
+struct Session<'a> {
+    stream: Box<dyn Io>,
     peer: SocketAddr,
     config: &'a SessionConfig,
     lifecycle: watch::Receiver<Lifecycle>,
     budget: InflightBudget,
+    /// The certificate STARTTLS uses; `None` without `[tls]`.
+    acceptor: Option<Arc<Tls>>,
+    /// Set once TLS is active.
+    tls: Option<TlsInfo>,
     /// Bytes read and not yet consumed.
     input: Vec<u8>,
     /// Replies not yet written.
@@ -185,8 +240,6 @@ struct Session<'a, S> {
     /// The `SIZE=` of MAIL, bounded by `max_message_size`.
     size_hint: Option<usize>,
     rcpt_to: Vec<String>,
-    /// Set when TLS is active.
-    tls_active: bool,
     /// The user authenticated with AUTH.
     auth_user: Option<String>,
     /// Failed AUTH attempts in this session.
@@ -199,6 +252,7 @@ struct Session<'a, S> {
 enum Next {
     Continue,
     Data,
+    StartTls,
     Close,
     /// Check credentials; `None`: the response could not hold any (a failure as well).
     Authenticate(Option<Credentials>),
@@ -225,7 +279,7 @@ enum Line {
     TooLong,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+impl Session<'_> {
     async fn run<H: Handler>(&mut self, handler: &H) -> io::Result<()> {
         if !self.config.is_trusted(&self.peer) && !self.config.auth_enabled {
             tracing::info!(peer = %self.peer, "refused: not in trusted_networks");
@@ -284,8 +338,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         return self.flush().await;
                     }
                 }
+                Next::StartTls => {
+                    if !self.start_tls().await? {
+                        return Ok(());
+                    }
+                }
             }
         }
+    }
+
+    /// After `220 Ready to start TLS`: the handshake, within `idle_timeout`, then the
+    /// session starts over. False when the connection is to be closed.
+    async fn start_tls(&mut self) -> io::Result<bool> {
+        let Some(acceptor) = self.acceptor.as_ref().map(|tls| tls.acceptor()) else {
+            return Ok(false);
+        };
+        self.flush().await?;
+        if !self.input.is_empty() {
+            // RFC 3207 section 6 / CVE-2011-0411: nothing sent before the handshake may be
+            // taken as a command after it.
+            tracing::info!(
+                peer = %self.peer, bytes = self.input.len(),
+                "discarded what the client pipelined after STARTTLS"
+            );
+            self.input.clear();
+        }
+        self.discarding = false;
+        self.line_deadline = None;
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let handshake = tokio::time::timeout(self.config.idle_timeout, acceptor.accept(plain));
+        let stop = reached(&mut self.lifecycle, Lifecycle::Closing);
+        let stream = tokio::select! {
+            biased;
+            () = stop => return Ok(false),
+            result = handshake => match result {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    return Ok(false);
+                }
+                Err(_) => {
+                    tracing::info!(peer = %self.peer, "idle_timeout during the TLS handshake");
+                    return Ok(false);
+                }
+            },
+        };
+        let info = TlsInfo::of(stream.get_ref().1);
+        tracing::debug!(peer = %self.peer, version = %info.version, cipher = %info.cipher, "TLS started");
+        self.stream = Box::new(stream);
+        self.tls = Some(info);
+        // RFC 3207 4.2: the client's knowledge from before TLS is discarded, an AUTH
+        // (a loopback client may AUTH without TLS) included.
+        self.helo = None;
+        self.esmtp = false;
+        self.reset_transaction();
+        self.errors = 0;
+        self.auth_user = None;
+        self.auth_failures = 0;
+        self.sasl = None;
+        Ok(true)
     }
 
     /// Takes the next complete command line out of the input, if there is one.
@@ -378,6 +489,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     fn command<H: Handler>(&mut self, line: &[u8], handler: &H) -> Next {
+        if is_http(line) {
+            // Postfix's smtpd_forbidden_commands: a web client or proxy, not SMTP.
+            tracing::info!(peer = %self.peer, "non-SMTP command (HTTP); connection closed");
+            return Next::Close;
+        }
         let request = Request::parse(&mut line.iter());
         let reply = match request {
             Ok(request) => match self.request(request, line, handler) {
@@ -453,8 +569,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 initial_response,
             } => return self.auth(mechanism, &initial_response),
             Request::Lhlo { .. } => return Err(reply::unknown_command()),
-            Request::StartTls
-            | Request::Expn { .. }
+            Request::StartTls => {
+                if !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") {
+                    return Err(reply::syntax("STARTTLS"));
+                }
+                if self.tls.is_some() {
+                    self.errors += 1;
+                    return Err(reply::tls_already_active());
+                }
+                if self.acceptor.is_none() {
+                    return Err(reply::not_implemented());
+                }
+                self.reply(&reply::ready_to_start_tls());
+                return Ok(Next::StartTls);
+            }
+            Request::Expn { .. }
             | Request::Bdat { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -471,6 +600,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
+        if self.acceptor.is_some() && self.tls.is_none() {
+            lines.push("STARTTLS".to_owned());
+        }
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".to_owned());
         }
@@ -485,13 +617,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// AUTH is offered and accepted when `[auth]` is set and the connection is under TLS
     /// or from loopback (where there is no wire to read a password from).
     fn auth_offered(&self) -> bool {
-        self.config.auth_enabled && (self.tls_active || self.peer.ip().to_canonical().is_loopback())
+        self.config.auth_enabled
+            && (self.tls.is_some() || self.peer.ip().to_canonical().is_loopback())
     }
 
     /// `AUTH <mechanism> [initial-response]`. Where AUTH is not offered (no `[auth]`, or
     /// neither TLS nor loopback) it gets Postfix's `503 5.5.1 Error: authentication not
     /// enabled`, as Postfix answers with `smtpd_tls_auth_only` before STARTTLS.
     fn auth(&mut self, mechanism: u64, initial: &str) -> Result<Next, Reply> {
+        if self.config.require_tls && self.tls.is_none() {
+            return Err(reply::must_start_tls());
+        }
         if !self.auth_offered() {
             return Err(reply::auth_not_enabled());
         }
@@ -570,6 +706,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     ) -> Result<(), Reply> {
         if self.helo.is_none() {
             return Err(reply::need_helo());
+        }
+        if self.config.require_tls && self.tls.is_none() {
+            return Err(reply::must_start_tls());
         }
         if self.auth_user.is_none() && !self.config.is_trusted(&self.peer) {
             return Err(reply::auth_required());
@@ -693,6 +832,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     peer: self.peer,
                     helo: self.helo.clone().unwrap_or_default(),
                     esmtp: self.esmtp,
+                    tls: self.tls.clone(),
                     mail_from,
                     rcpt_to,
                     auth_user: self.auth_user.clone(),
@@ -773,6 +913,20 @@ fn declared_size(line: &[u8]) -> DeclaredSize {
         return DeclaredSize::Value(size);
     }
     DeclaredSize::None
+}
+
+/// An HTTP request line or header on the SMTP port: `GET `, `POST `, `CONNECT `, or a line
+/// whose first word ends in a colon (`Host:`, `User-Agent:`), as Postfix's
+/// `smtpd_forbidden_commands`.
+fn is_http(line: &[u8]) -> bool {
+    let word = line
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or_default();
+    let methods: [&[u8]; 3] = [b"GET", b"POST", b"CONNECT"];
+    let is_method =
+        methods.iter().any(|m| word.eq_ignore_ascii_case(m)) && line.get(word.len()) == Some(&b' ');
+    is_method || (word.len() > 1 && word.ends_with(b":"))
 }
 
 fn is_mail(line: &[u8]) -> bool {
@@ -923,6 +1077,7 @@ mod tests {
                 trusted_networks: vec!["127.0.0.0/8".parse().unwrap()],
                 auth_enabled: false,
                 auth_failure_delay: Duration::ZERO,
+                require_tls: false,
             }),
             got: Mutex::new(Vec::new()),
         }
@@ -1041,6 +1196,58 @@ AUTH LOGIN YXBw\r\nd3Jvbmc=\r\nAUTH PLAIN\r\nAGFwcAB3cm9uZw==\r\nNOOP\r\n",
             ),
             "{out}"
         );
+    }
+
+    #[tokio::test]
+    async fn starttls_without_a_certificate_is_not_implemented() {
+        let (out, _) = dialogue(b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n").await;
+        assert!(!out.contains("STARTTLS"), "{out}");
+        assert!(
+            out.ends_with("502 5.5.1 Error: command not implemented\r\n250 2.0.0 Ok\r\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn require_tls_refuses_mail_before_starttls() {
+        let mut recorder = recorder(100, Duration::from_secs(5));
+        Arc::make_mut(&mut recorder.config).require_tls = true;
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write
+            .write_all(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let (_lifecycle, context) = Context::new(InflightBudget::unlimited());
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        run(server, peer, &recorder, context).await.unwrap();
+        let mut out = String::new();
+        client_read.read_to_string(&mut out).await.unwrap();
+        assert!(
+            out.ends_with(
+                "530 5.7.0 Must issue a STARTTLS command first\r\n\
+503 5.5.1 Error: need MAIL command\r\n221 2.0.0 Bye\r\n"
+            ),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_on_the_smtp_port_closes_without_a_reply() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /x HTTP/1.0\r\n",
+            b"EHLO c\r\nHost: relay.test\r\nNOOP\r\n",
+            b"CONNECT relay.test:25 HTTP/1.1\r\n",
+        ] {
+            let (out, _) = dialogue(input).await;
+            assert!(!out.contains("250 2.0.0"), "{out}");
+            assert!(!out.contains("500 "), "{out}");
+        }
+        assert!(!is_http(b"MAIL FROM:<a@x>\r\n"));
+        assert!(!is_http(b"GET\r\n"));
+        assert!(!is_http(b":\r\n"));
+        assert!(is_http(b"user-agent: x\r\n"));
     }
 
     /// Found by the `smtp_session` fuzz target: a MAIL parameter with 8-bit bytes was echoed
