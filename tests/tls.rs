@@ -496,3 +496,75 @@ fn the_cert_command_writes_a_pair_that_loads() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot serve"), "{err}");
 }
+
+/// The argon2id hash of "example-password" (the shipped config's example user).
+const APP_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZZy8ycXBpjzW3l85dieeVw$vK1SwTgfDspKgKcxMzy82TwfDbBKwxY4Ma6WI/yoBY8";
+
+/// TLS and AUTH together, as an app configured for SES's SMTP endpoint sends: lettre with
+/// STARTTLS (and with implicit TLS) and AUTH LOGIN against a CA the test makes, from a
+/// client outside `trusted_networks`. The trace says `ESMTPSA` and never names the user.
+#[tokio::test]
+async fn lettre_with_tls_and_auth_like_an_app_configured_for_ses() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    install(dir.path(), &ca.leaf(1));
+    let upstream = Capture::start(Script::default()).await;
+    let auth = format!(
+        "\n[auth]\nusers = [{{ username = \"AKIAEXAMPLE\", password_hash = \"{APP_HASH}\", allowed_senders = [\"example.com\"] }}]\n"
+    );
+    let relay = TlsRelay::start(
+        dir.path(),
+        &upstream.url(),
+        "trusted_networks = [\"10.0.0.0/8\"]",
+        &format!("require = true\n{auth}"),
+    )
+    .await;
+    for (port, tls) in [
+        (relay.addr.port(), Tls::Required(tls_parameters(&ca))),
+        (relay.tls_addr.port(), Tls::Wrapper(tls_parameters(&ca))),
+    ] {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(port)
+            .tls(tls)
+            .credentials(Credentials::new(
+                "AKIAEXAMPLE".to_owned(),
+                "example-password".to_owned(),
+            ))
+            .authentication(vec![Mechanism::Login])
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+        let reply = transport.send_raw(&envelope(), MESSAGE).await.unwrap();
+        assert_eq!(reply.code().to_string(), "250");
+    }
+    let got = upstream.wait_for(2).await;
+    for message in &got {
+        let text = String::from_utf8_lossy(&message.content);
+        assert!(text.contains("with ESMTPSA id "), "{text}");
+        assert!(!text.contains("AKIAEXAMPLE"), "{text}");
+    }
+
+    // Plaintext: AUTH before STARTTLS gets 530 under `require = true`.
+    let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    assert!(read_reply(&mut stream).await.starts_with("220 "));
+    stream.get_mut().write_all(b"EHLO c\r\n").await.unwrap();
+    let ehlo = read_reply(&mut stream).await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    stream
+        .get_mut()
+        .write_all(b"AUTH PLAIN AEFLSUFFWEFNUExFAGV4YW1wbGUtcGFzc3dvcmQ=\r\nMAIL FROM:<joe@example.com>\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut stream).await,
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(
+        read_reply(&mut stream).await,
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(upstream.messages().len(), 2);
+    relay.stop().await;
+}
