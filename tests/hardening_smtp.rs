@@ -333,3 +333,70 @@ async fn the_error_limit_starts_again_after_an_accepted_message() {
     assert!(got[0].content.ends_with(b"\r\n\r\nfirst\r\n"));
     relay.stop().await;
 }
+
+/// Thousands of connections at once: those over `max_connections` get `421 4.7.0` and are
+/// closed, and the relay stays responsive: a new client afterwards sends a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_connections_meet_the_cap_and_the_relay_stays_responsive() {
+    // The test holds both ends of every connection: make room for them.
+    sesrelay::fdlimit::raise_nofile_limit();
+    let (relay, upstream) = relay_with("max_connections = 100", Script::default()).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..1500 {
+        if i % 100 == 0 {
+            // Let the relay drain its accept queue, so that no SYN is dropped (the client
+            // would retry it only a second later).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Connected one after another, held all at once.
+        let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        clients.spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stream);
+            let mut line = String::new();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line),
+            )
+            .await;
+            (line, Some(reader))
+        });
+    }
+    let mut greeted = 0;
+    let mut refused = 0;
+    let mut other = Vec::new();
+    let mut open = Vec::new();
+    while let Some(result) = clients.join_next().await {
+        let (line, stream) = result.unwrap();
+        if line.starts_with("220 ") {
+            greeted += 1;
+        } else if line.starts_with("421 4.7.0 Too many concurrent SMTP connections") {
+            refused += 1;
+        } else {
+            other.push(line);
+        }
+        open.extend(stream);
+    }
+    assert_eq!(greeted, 100, "{refused} refused");
+    assert_eq!(refused, 1400, "{} others: {:?}", other.len(), other.first());
+    drop(open);
+    // Every slot comes back; a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reply = loop {
+        let (mut c, greeting) = Client::connect(relay.addr).await;
+        if greeting.starts_with("220 ") {
+            assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+            break c
+                .mail(
+                    "joe@example.com",
+                    &["r@example.net"],
+                    b"From: joe@example.com\r\nSubject: after\r\n\r\nbody\r\n",
+                )
+                .await;
+        }
+        assert!(Instant::now() < deadline, "still refused: {greeting}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
+    assert_eq!(upstream.wait_for(1).await.len(), 1);
+    relay.stop().await;
+}
