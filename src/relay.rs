@@ -115,9 +115,25 @@ pub async fn read_message(content: Vec<u8>) -> Message {
     }
 }
 
-/// A new message id: a UUIDv7 (time-ordered, random) in 32 hex digits.
-pub fn new_message_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+/// A new message id in SES's form (SPEC 4.6): 4 hex digits of region prefix (`0100`
+/// us-east-1, `0101` us-west-2, `0102` eu-west-1, `0107` eu-central-1, else `0100`), 12 hex
+/// digits of Unix milliseconds, `-`, a random UUID, `-000000`. Applications parse it with
+/// regexes such as `^250 Ok ([0-9a-f-]{16,})$`.
+pub fn new_message_id(region: &str) -> String {
+    let prefix = match region.to_ascii_lowercase().as_str() {
+        "us-west-2" => "0101",
+        "eu-west-1" => "0102",
+        "eu-central-1" => "0107",
+        _ => "0100",
+    };
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        & 0xffff_ffff_ffff;
+    format!(
+        "{prefix}{millis:012x}-{}-000000",
+        uuid::Uuid::new_v4().hyphenated()
+    )
 }
 
 /// The protocol name of the `Received:` header (RFC 3848): `SMTP` after HELO, else
@@ -215,7 +231,7 @@ impl Relay {
     /// the message id, given only once the upstream has accepted.
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
         let config = self.config();
-        let id = new_message_id();
+        let id = new_message_id(&config.server.region);
         let Submission {
             peer,
             helo,
@@ -316,7 +332,7 @@ impl Relay {
         envelope: &Envelope,
         content: Vec<u8>,
     ) -> Result<String, DeliveryError> {
-        let id = new_message_id();
+        let id = new_message_id(&self.config().server.region);
         let forwarded = Message::parse(content).forward(&Rewrite {
             received: "",
             configuration_set: None,
@@ -452,12 +468,39 @@ mod tests {
         assert_eq!(received_protocol(true, true, true), "ESMTPSA");
     }
 
+    /// SPEC 4.6: `0100018c3a4b5c6d-5f1e2d3c-4b5a-4697-8877-665544332211-000000`, the
+    /// region's prefix, now in Unix milliseconds, a random UUID.
     #[test]
-    fn message_ids_are_unique_and_ordered() {
-        let a = new_message_id();
-        let b = new_message_id();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, b);
-        assert!(a < b);
+    fn message_ids_have_ses_form() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        for (region, prefix) in [
+            ("us-east-1", "0100"),
+            ("US-WEST-2", "0101"),
+            ("eu-west-1", "0102"),
+            ("eu-central-1", "0107"),
+            ("local", "0100"),
+        ] {
+            let id = new_message_id(region);
+            assert_eq!(id.len(), 60, "{id}");
+            assert!(id.starts_with(prefix), "{id}");
+            assert!(id.ends_with("-000000"), "{id}");
+            let (head, rest) = id.split_at(16);
+            assert!(
+                head.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            let millis = u128::from_str_radix(&head[4..], 16).unwrap();
+            assert!(millis >= before && millis < before + 60_000, "{id}");
+            let uuid = rest
+                .strip_prefix('-')
+                .and_then(|r| r.strip_suffix("-000000"))
+                .unwrap();
+            assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+            assert_eq!(&uuid[14..15], "4", "a random (v4) UUID: {id}");
+        }
+        assert_ne!(new_message_id("local"), new_message_id("local"));
     }
 }

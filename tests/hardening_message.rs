@@ -275,3 +275,30 @@ async fn a_stray_upstream_line_never_answers_the_next_message() {
         relay.stop().await;
     }
 }
+
+/// SPEC 4.6: the 250's id has SES's form, and the `Received:` header carries the same id.
+#[tokio::test]
+async fn the_accepted_id_has_ses_form_and_is_in_the_trace() {
+    let (relay, upstream) = relay_with_capture().await;
+    let mut c = Client::ready(relay.addr).await;
+    let reply = c
+        .mail(
+            "joe@example.com",
+            &["r@example.net"],
+            b"From: joe@example.com\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+        .await;
+    let id = reply.strip_prefix("250 2.0.0 Ok ").expect(&reply);
+    assert_eq!(id.len(), 60, "{id}");
+    assert!(id.starts_with("0100"), "us-east-1: {id}");
+    assert!(id.ends_with("-000000"), "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-'),
+        "{id}"
+    );
+    let got = upstream.wait_for(1).await;
+    let text = String::from_utf8_lossy(&got[0].content);
+    assert!(text.contains(&format!(" id {id}")), "{text}");
+    relay.stop().await;
+}
