@@ -245,7 +245,7 @@ async fn rejected_messages_are_never_forwarded() {
         .await;
     assert_eq!(
         bad_tag,
-        "554 5.6.0 Transaction failed: Invalid tag value <a b>: only alphanumeric ASCII characters, '_',  '-', '.', '@' are allowed."
+        "554 5.6.0 Transaction failed: Invalid tag value <a b>: only alphanumeric ASCII characters, '_',  '-' , '.', '@' are allowed."
     );
     // The session goes on, and only the good message reaches the upstream.
     let ok = c

@@ -8,44 +8,37 @@ use std::fmt;
 
 const MAX_LEN: usize = 255;
 
-/// Why a tag is refused. `Display` gives SES's message, which the SMTP reply quotes after
+/// Why a tag is refused. `Display` gives SES's message (SES-BEHAVIOUR.md, "SES headers",
+/// to the character, double spaces included), which the SMTP reply quotes after
 /// `Transaction failed: `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagError {
+    NameMissing,
     InvalidName(String),
     NameTooLong(String),
+    /// An empty value, or an item without `=`.
+    ValueMissing,
     InvalidValue(String),
     ValueTooLong(String),
-    /// An item without `=`.
-    Malformed(String),
 }
 
 impl fmt::Display for TagError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TagError::NameMissing => f.write_str("The tag name must be specified."),
             TagError::InvalidName(name) => write!(
                 f,
                 "Invalid tag name <{}>: only alphanumeric ASCII characters, '_',  '-' are allowed.",
                 shown(name)
             ),
-            TagError::NameTooLong(name) => write!(
-                f,
-                "Invalid tag name <{}>: Tag name cannot exceed 255 characters.",
-                shown(name)
-            ),
+            TagError::NameTooLong(_) => f.write_str("Tag name cannot exceed 255 characters."),
+            TagError::ValueMissing => f.write_str("The tag value must be specified."),
             TagError::InvalidValue(value) => write!(
                 f,
-                "Invalid tag value <{}>: only alphanumeric ASCII characters, '_',  '-', '.', '@' are allowed.",
+                "Invalid tag value <{}>: only alphanumeric ASCII characters, '_',  '-' , '.', '@' are allowed.",
                 shown(value)
             ),
-            TagError::ValueTooLong(value) => write!(
-                f,
-                "Invalid tag value <{}>: Tag value cannot exceed 255 characters.",
-                shown(value)
-            ),
-            TagError::Malformed(item) => {
-                write!(f, "Invalid tag <{}>: expected name=value.", shown(item))
-            }
+            TagError::ValueTooLong(_) => f.write_str("Tag value cannot exceed 255 characters."),
         }
     }
 }
@@ -61,10 +54,15 @@ fn shown(s: &str) -> String {
     }
 }
 
-/// Checks one tag against SES's rules.
+/// Checks one tag against SES's rules: the name before the value; a name may carry SES's
+/// own `ses:` prefix.
 pub fn validate_tag(name: &str, value: &str) -> Result<(), TagError> {
-    if name.is_empty()
-        || !name
+    if name.is_empty() {
+        return Err(TagError::NameMissing);
+    }
+    let bare = name.strip_prefix("ses:").unwrap_or(name);
+    if bare.is_empty()
+        || !bare
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
@@ -72,6 +70,9 @@ pub fn validate_tag(name: &str, value: &str) -> Result<(), TagError> {
     }
     if name.len() > MAX_LEN {
         return Err(TagError::NameTooLong(name.to_owned()));
+    }
+    if value.is_empty() {
+        return Err(TagError::ValueMissing);
     }
     if !value
         .bytes()
@@ -92,8 +93,10 @@ pub fn parse_tags(header: &str) -> Result<Vec<(String, String)>, TagError> {
     let mut tags: Vec<(String, String)> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for item in header.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let Some((name, value)) = item.split_once('=') else {
-            return Err(TagError::Malformed(item.to_owned()));
+        let (name, value) = match item.split_once('=') {
+            Some(pair) => pair,
+            // `name` alone: the name is checked first, then the missing value.
+            None => (item, ""),
         };
         let (name, value) = (name.trim(), value.trim());
         validate_tag(name, value)?;
@@ -155,34 +158,38 @@ mod tests {
 
     #[test]
     fn errors_quote_ses() {
+        let text = |h: &str| parse_tags(h).unwrap_err().to_string();
         assert_eq!(
-            parse_tags("bad name=x").unwrap_err().to_string(),
+            text("bad name=x"),
             "Invalid tag name <bad name>: only alphanumeric ASCII characters, '_',  '-' are allowed."
         );
         assert_eq!(
-            parse_tags("a=b c").unwrap_err(),
-            TagError::InvalidValue("b c".into())
+            text("a=b c"),
+            "Invalid tag value <b c>: only alphanumeric ASCII characters, '_',  '-' , '.', '@' are allowed."
         );
+        assert_eq!(text("=x"), "The tag name must be specified.");
+        assert_eq!(text("a="), "The tag value must be specified.");
+        assert_eq!(text("a"), "The tag value must be specified.");
+        // The name is checked before the value.
         assert_eq!(
-            parse_tags("a").unwrap_err(),
-            TagError::Malformed("a".into())
-        );
-        assert_eq!(
-            parse_tags("=x").unwrap_err(),
-            TagError::InvalidName("".into())
+            text("b!d=b c"),
+            "Invalid tag name <b!d>: only alphanumeric ASCII characters, '_',  '-' are allowed."
         );
         let long = "v".repeat(256);
         assert_eq!(
-            parse_tags(&format!("a={long}")).unwrap_err(),
-            TagError::ValueTooLong(long.clone())
+            text(&format!("a={long}")),
+            "Tag value cannot exceed 255 characters."
         );
-        assert!(
-            TagError::ValueTooLong(long)
-                .to_string()
-                .ends_with("Tag value cannot exceed 255 characters.")
+        assert_eq!(
+            text(&format!("{long}=x")),
+            "Tag name cannot exceed 255 characters."
         );
         assert!(parse_tags(&format!("{}=x", "n".repeat(255))).is_ok());
         assert!(parse_tags("a=user@example.com").is_ok());
-        assert!(parse_tags("a=").is_ok());
+        assert!(parse_tags("ses:source-ip=x, ses:=y").is_err());
+        assert_eq!(
+            parse_tags("ses:configuration-set=x").unwrap(),
+            [("ses:configuration-set".to_owned(), "x".to_owned())]
+        );
     }
 }
