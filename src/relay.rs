@@ -77,9 +77,10 @@ fn snapshot(config: Config) -> Snapshot {
 pub fn rejection_reply(rejection: &Rejection) -> Reply {
     let message = rejection.message();
     match rejection {
-        Rejection::MissingFrom | Rejection::InvalidTag(_) | Rejection::InvalidAddress(_) => {
-            reply::transaction_failed(&message)
-        }
+        Rejection::MissingFrom
+        | Rejection::InvalidTag(_)
+        | Rejection::InvalidAddress(_)
+        | Rejection::DuplicateHeader(_) => reply::transaction_failed(&message),
         Rejection::NotVerified { .. } => reply::not_verified(&message),
         Rejection::ConfigurationSetDoesNotExist(_)
         | Rejection::DefaultConfigurationSetDeleted(_) => {
@@ -441,6 +442,10 @@ mod tests {
             (
                 Rejection::MissingFrom,
                 "554 5.6.0 Transaction failed: Missing required header 'From'.",
+            ),
+            (
+                Rejection::DuplicateHeader("Subject".into()),
+                "554 5.6.0 Transaction failed: Duplicate header 'Subject'.",
             ),
             (
                 Rejection::InvalidTag(TagError::InvalidName("a b".into())),

@@ -144,7 +144,7 @@ async fn unreadable_mailboxes_fail_and_return_path_is_checked() {
             "554 5.6.0 Transaction failed: Missing final '@domain'",
         ),
         (
-            "Subject: no From at all\r\n",
+            "X-Note: no From at all\r\n",
             "554 5.6.0 Transaction failed: Missing required header 'From'.",
         ),
         (
@@ -300,5 +300,43 @@ async fn the_accepted_id_has_ses_form_and_is_in_the_trace() {
     let got = upstream.wait_for(1).await;
     let text = String::from_utf8_lossy(&got[0].content);
     assert!(text.contains(&format!(" id {id}")), "{text}");
+    relay.stop().await;
+}
+
+/// SES's single-occurrence headers: a second Subject, From or lower-case dkim-signature is
+/// refused with the name as SES spells it; To and Cc may repeat.
+#[tokio::test]
+async fn duplicate_headers_are_refused_as_ses_refuses_them() {
+    let (relay, upstream) = relay_with_capture().await;
+    let mut c = Client::ready(relay.addr).await;
+    for (headers, name) in [
+        (
+            "From: joe@example.com\r\nSubject: a\r\nsubject: b\r\n",
+            "Subject",
+        ),
+        ("From: joe@example.com\r\nFrom: joe@example.com\r\n", "From"),
+        (
+            "dkim-signature: a\r\ndkim-signature: b\r\nFrom: joe@example.com\r\n",
+            "DKIM-Signature",
+        ),
+    ] {
+        let message = format!("{headers}\r\nbody\r\n");
+        let reply = c
+            .mail("joe@example.com", &["r@example.net"], message.as_bytes())
+            .await;
+        assert_eq!(
+            reply,
+            format!("554 5.6.0 Transaction failed: Duplicate header '{name}'.")
+        );
+    }
+    let reply = c
+        .mail(
+            "joe@example.com",
+            &["r@example.net"],
+            b"From: joe@example.com\r\nTo: a@example.net\r\nTo: b@example.net\r\nCc: c@example.net\r\nCc: d@example.net\r\n\r\nbody\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
+    assert_eq!(upstream.wait_for(1).await.len(), 1);
     relay.stop().await;
 }

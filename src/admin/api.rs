@@ -696,6 +696,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
                 Rejection::DefaultConfigurationSetDeleted(_)
                 | Rejection::MissingFrom
                 | Rejection::InvalidAddress(_)
+                | Rejection::DuplicateHeader(_)
                 | Rejection::InvalidTag(_) => ApiError::bad_request(message),
                 Rejection::SendingPaused(_) => ApiError::sending_paused(message),
                 Rejection::SenderNotAllowed { .. } => ApiError::access_denied(message),

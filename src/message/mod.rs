@@ -181,6 +181,90 @@ struct Facts {
     address_error: Option<AddressError>,
     configuration_set: Option<String>,
     tags: Option<String>,
+    /// The first header of SES's single-occurrence list that appears twice, as SES spells it.
+    duplicate: Option<&'static str>,
+}
+
+/// The headers that may appear only once (SES Developer Guide, "Amazon SES header
+/// fields"), spelled as SES spells them in its `Duplicate header '<name>'` reply. To and Cc
+/// may repeat.
+const SINGLE_OCCURRENCE: [&str; 59] = [
+    "Accept-Language",
+    "acceptLanguage",
+    "Archived-At",
+    "Auto-Submitted",
+    "Bounces-to",
+    "Comments",
+    "Content-Alternative",
+    "Content-Base",
+    "Content-Class",
+    "Content-Description",
+    "Content-Disposition",
+    "Content-Duration",
+    "Content-ID",
+    "Content-Language",
+    "Content-Length",
+    "Content-Location",
+    "Content-MD5",
+    "Content-Transfer-Encoding",
+    "Content-Type",
+    "Date",
+    "Delivered-To",
+    "Disposition-Notification-Options",
+    "Disposition-Notification-To",
+    "DKIM-Signature",
+    "DomainKey-Signature",
+    "Errors-To",
+    "From",
+    "Importance",
+    "In-Reply-To",
+    "Keywords",
+    "List-Archive",
+    "List-Help",
+    "List-Id",
+    "List-Owner",
+    "List-Post",
+    "List-Subscribe",
+    "List-Unsubscribe",
+    "Message-Context",
+    "Message-ID",
+    "MIME-Version",
+    "Organization",
+    "Original-From",
+    "Original-Message-ID",
+    "Original-Recipient",
+    "Original-Subject",
+    "Precedence",
+    "Priority",
+    "References",
+    "Reply-To",
+    "Return-Path",
+    "Return-Receipt-To",
+    "Sender",
+    "Solicitation",
+    "Sensitivity",
+    "Subject",
+    "Thread-Index",
+    "Thread-Topic",
+    "User-Agent",
+    "VBR-Info",
+];
+
+/// The index of `name` in [`SINGLE_OCCURRENCE`] (case-insensitive), in constant time.
+fn single_occurrence(name: &[u8]) -> Option<usize> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<Vec<u8>, usize>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        SINGLE_OCCURRENCE
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_ascii_lowercase().into_bytes(), i))
+            .collect()
+    });
+    if name.len() > 40 {
+        return None;
+    }
+    index.get(&name.to_ascii_lowercase()).copied()
 }
 
 /// One message, owned once from the end of DATA to the upstream.
@@ -203,9 +287,16 @@ impl Message {
         let fail = |facts: &mut Facts, e: AddressError| {
             facts.address_error.get_or_insert(e);
         };
+        let mut seen = 0u64; // a bit per SINGLE_OCCURRENCE entry
         for field in (Fields { head, pos: 0 }) {
             let name = matching_name(&head[field.name.clone()]);
             let name = name.as_ref();
+            if let Some(i) = single_occurrence(name) {
+                if seen & (1 << i) != 0 {
+                    facts.duplicate.get_or_insert(SINGLE_OCCURRENCE[i]);
+                }
+                seen |= 1 << i;
+            }
             let value = &head[field.value.clone()];
             let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
             if is("From") {
@@ -289,6 +380,7 @@ impl Message {
             sender: addresses(&self.facts.sender),
             return_path: addresses(&self.facts.return_path),
             address_error: self.facts.address_error.map(|e| e.to_string()),
+            duplicate_header: self.facts.duplicate.map(str::to_owned),
             configuration_set: self.facts.configuration_set.clone(),
             tags: self.facts.tags.clone(),
             api_tags: None,
@@ -697,6 +789,29 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
         let f = Message::parse(m.to_vec()).facts("");
         assert_eq!(f.sender, ["s@evil.test"]);
         assert_eq!(f.from, Some(vec!["a@x.com".into()]));
+    }
+
+    #[test]
+    fn duplicate_single_occurrence_headers_are_named_as_ses_spells_them() {
+        let dup = |m: &[u8]| Message::parse(m.to_vec()).facts("").duplicate_header;
+        assert_eq!(
+            dup(b"From: a@x.com\r\nsubject: a\r\nSUBJECT: b\r\n\r\n").as_deref(),
+            Some("Subject")
+        );
+        assert_eq!(
+            dup(b"From: a@x.com\r\nFrom: b@x.com\r\n\r\n").as_deref(),
+            Some("From")
+        );
+        assert_eq!(
+            dup(b"dkim-signature: a\r\nDKIM-Signature: b\r\nFrom: a@x.com\r\n\r\n").as_deref(),
+            Some("DKIM-Signature")
+        );
+        // To and Cc may repeat; so may headers off the list.
+        assert_eq!(
+            dup(b"From: a@x.com\r\nTo: b@y.com\r\nTo: c@y.com\r\nCc: d@y.com\r\nCc: e@y.com\r\nX-A: 1\r\nX-A: 2\r\n\r\n"),
+            None
+        );
+        assert_eq!(SINGLE_OCCURRENCE.len(), 59);
     }
 
     #[test]

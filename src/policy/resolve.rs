@@ -20,6 +20,8 @@ pub struct MessageFacts {
     /// The text of the first address header that could not be read (SES's
     /// `Transaction failed: <text>`): the check never fails open.
     pub address_error: Option<String>,
+    /// The first header of SES's single-occurrence list that appears twice, as SES spells it.
+    pub duplicate_header: Option<String>,
     /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed.
     pub configuration_set: Option<String>,
     /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
@@ -106,6 +108,8 @@ pub enum Rejection {
     InvalidTag(TagError),
     /// An address header that does not read as mailboxes (JavaMail's text).
     InvalidAddress(String),
+    /// A header that may appear only once appears twice (its name as SES spells it).
+    DuplicateHeader(String),
     /// The authenticated user's `allowed_senders` do not cover this address (From, Sender
     /// or the envelope sender).
     SenderNotAllowed { username: String, address: String },
@@ -130,6 +134,7 @@ impl Rejection {
             Rejection::SendingPaused(_) => "Sending paused for this configuration set.".to_owned(),
             Rejection::InvalidTag(e) => e.to_string(),
             Rejection::InvalidAddress(text) => text.clone(),
+            Rejection::DuplicateHeader(name) => format!("Duplicate header '{name}'."),
             Rejection::SenderNotAllowed { username, address } => {
                 format!("User {username} is not authorized to send from {address}")
             }
@@ -172,6 +177,11 @@ fn shown(name: &str) -> String {
 impl Policy {
     /// Applies SPEC.md section 4 to one message.
     pub fn resolve(&self, facts: &MessageFacts) -> Decision {
+        // A header that may appear once appears twice.
+        if let Some(name) = &facts.duplicate_header {
+            return Decision::Reject(Rejection::DuplicateHeader(name.clone()));
+        }
+
         // An address header that does not read fails the message: never skipped.
         if let Some(text) = &facts.address_error {
             return Decision::Reject(Rejection::InvalidAddress(text.clone()));
