@@ -18,6 +18,10 @@ use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 /// (40,000 tags or addresses) never holds up the sessions sharing an async thread.
 const INLINE_LIMIT: usize = 256 * 1024;
 
+/// RCPT commands accepted in one transaction (SPEC 2: RCPT 1001+ gets 452 4.5.3), which
+/// bounds the envelope's memory; `server.max_recipients` is checked after DATA, as SES does.
+pub const RCPT_LIMIT: usize = 1000;
+
 /// How long a failed SMTP AUTH waits before its reply: slows down password guessing.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(300);
 
@@ -60,7 +64,9 @@ fn snapshot(config: Config) -> Snapshot {
     let session = SessionConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: config.server.max_message_size,
-        max_recipients: config.server.max_recipients,
+        // The session caps RCPT at 1000 (452 4.5.3); the configured limit is SES's, answered
+        // after DATA (see `Relay::submit`).
+        max_recipients: RCPT_LIMIT,
         idle_timeout: config.server.idle_timeout,
         trusted_networks: config.server.trusted_networks.clone(),
         auth_enabled: config.auth.is_some(),
@@ -77,6 +83,7 @@ fn snapshot(config: Config) -> Snapshot {
 pub fn rejection_reply(rejection: &Rejection) -> Reply {
     let message = rejection.message();
     match rejection {
+        Rejection::TooManyRecipients(_) => reply::recipient_count_exceeded(&message),
         Rejection::MissingFrom
         | Rejection::InvalidTag(_)
         | Rejection::InvalidAddress(_)
@@ -249,6 +256,15 @@ impl Relay {
         let limit = auth_user
             .as_deref()
             .and_then(|username| sender_limit(&config, username));
+        // SES accepts every RCPT and counts them at the end of DATA.
+        if rcpt_to.len() > config.server.max_recipients {
+            let rejection = Rejection::TooManyRecipients(config.server.max_recipients);
+            tracing::info!(
+                %id, %peer, protocol, from = %mail_from, rcpts = rcpt_to.len(),
+                reply = %rejection_reply(&rejection), "message rejected"
+            );
+            return Err(Refusal::Rejected(rejection));
+        }
         let large = message.len() > INLINE_LIMIT;
         let judge = {
             let config = Arc::clone(&config);
@@ -442,6 +458,10 @@ mod tests {
             (
                 Rejection::MissingFrom,
                 "554 5.6.0 Transaction failed: Missing required header 'From'.",
+            ),
+            (
+                Rejection::TooManyRecipients(50),
+                "554 5.5.3 Transaction failed: Recipient count exceeds 50.",
             ),
             (
                 Rejection::DuplicateHeader("Subject".into()),

@@ -691,7 +691,9 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::Rejected(rejection) => {
             let message = rejection.message();
             match rejection {
-                Rejection::NotVerified { .. } => ApiError::message_rejected(message),
+                Rejection::NotVerified { .. } | Rejection::TooManyRecipients(_) => {
+                    ApiError::message_rejected(message)
+                }
                 Rejection::ConfigurationSetDoesNotExist(_) => ApiError::not_found(message),
                 Rejection::DefaultConfigurationSetDeleted(_)
                 | Rejection::MissingFrom

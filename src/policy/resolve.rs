@@ -110,6 +110,8 @@ pub enum Rejection {
     InvalidAddress(String),
     /// A header that may appear only once appears twice (its name as SES spells it).
     DuplicateHeader(String),
+    /// More recipients than the limit (the number is the limit).
+    TooManyRecipients(usize),
     /// The authenticated user's `allowed_senders` do not cover this address (From, Sender
     /// or the envelope sender).
     SenderNotAllowed { username: String, address: String },
@@ -135,6 +137,7 @@ impl Rejection {
             Rejection::InvalidTag(e) => e.to_string(),
             Rejection::InvalidAddress(text) => text.clone(),
             Rejection::DuplicateHeader(name) => format!("Duplicate header '{name}'."),
+            Rejection::TooManyRecipients(limit) => format!("Recipient count exceeds {limit}."),
             Rejection::SenderNotAllowed { username, address } => {
                 format!("User {username} is not authorized to send from {address}")
             }

@@ -425,6 +425,11 @@ pub fn sender_not_allowed(message: &str) -> Reply {
     Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
 }
 
+/// `554 5.5.3 Transaction failed: Recipient count exceeds 50.`
+pub fn recipient_count_exceeded(message: &str) -> Reply {
+    Reply::new(554, "5.5.3", format!("Transaction failed: {message}"))
+}
+
 /// `554 5.6.0 Transaction failed: ...` (missing From, invalid tag).
 pub fn transaction_failed(message: &str) -> Reply {
     Reply::new(554, "5.6.0", format!("Transaction failed: {message}"))
