@@ -103,6 +103,16 @@ impl Api {
         }
         let resp = req.send().await.expect("request");
         let status = resp.status();
+        // Every response, success or error, carries a request id, as SES's do.
+        let request_id = resp
+            .headers()
+            .get("x-amzn-RequestId")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(
+            uuid::Uuid::parse_str(&request_id).is_ok(),
+            "{path}: x-amzn-RequestId {request_id:?}"
+        );
         let code = resp
             .headers()
             .get("x-amzn-ErrorType")

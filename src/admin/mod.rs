@@ -184,7 +184,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/verify", get(api::verify_link))
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Every response carries `x-amzn-RequestId` (a random UUID), as SES's do: the SDKs log it.
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    response
 }
 
 // ---------------------------------------------------------------------------------------
