@@ -113,7 +113,6 @@ async fn senders_with_comments_or_spaces_are_checked() {
         "evil(comment)@attacker.com",
         "evil @ attacker.com",
         "evil@ attacker.com",
-        "Evil <evil (c) @ attacker.com>",
     ] {
         let message = format!("From: joe@example.com\r\nSender: {sender}\r\n\r\nbody\r\n");
         let reply = c
@@ -125,6 +124,39 @@ async fn senders_with_comments_or_spaces_are_checked() {
             "Sender: {sender}"
         );
     }
+    // With a display name, the mailbox is listed as JavaMail prints it.
+    let reply = c
+        .mail(
+            "joe@example.com",
+            &["r@example.net"],
+            b"From: joe@example.com\r\nSender: Evil <evil (c) @ attacker.com>\r\n\r\nbody\r\n",
+        )
+        .await;
+    assert_eq!(
+        reply,
+        "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: Evil <evil@attacker.com>"
+    );
+    assert!(upstream.messages().is_empty());
+    relay.stop().await;
+}
+
+/// SPEC 3: each unverified mailbox as JavaMail prints it (display name unfolded, quoted
+/// only where it must be), the envelope sender bare, each once, in order.
+#[tokio::test]
+async fn unverified_mailboxes_are_listed_as_javamail_prints_them() {
+    let (relay, upstream) = relay_with_capture().await;
+    let mut c = Client::ready(relay.addr).await;
+    let reply = c
+        .mail(
+            "bounce@unverified.test",
+            &["r@example.net"],
+            b"From: \"Joe Bloggs\" <joe@unverified.test>, \"Bloggs,\r\n Ann\" <ann@unverified.test>\r\nSender: joe@unverified.test\r\n\r\nbody\r\n",
+        )
+        .await;
+    assert_eq!(
+        reply,
+        "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: Joe Bloggs <joe@unverified.test>, \"Bloggs, Ann\" <ann@unverified.test>, bounce@unverified.test"
+    );
     assert!(upstream.messages().is_empty());
     relay.stop().await;
 }

@@ -20,6 +20,28 @@ pub struct Mailbox {
     pub address: String,
 }
 
+impl Mailbox {
+    /// The mailbox as JavaMail prints it (`InternetAddress.toString`), as SES lists it in a
+    /// rejection: `Joe Bloggs <joe@x.test>`, the display name quoted only where it must be
+    /// (`"Bloggs, Joe" <joe@x.test>`); the bare address without a display name.
+    pub fn shown(&self) -> String {
+        match self.display_name.as_deref().filter(|n| !n.is_empty()) {
+            None => self.address.clone(),
+            Some(name) => {
+                let must_quote = name
+                    .bytes()
+                    .any(|b| b.is_ascii_control() || b"()<>@,;:\\\".[]".contains(&b));
+                if must_quote {
+                    let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+                    format!("\"{escaped}\" <{}>", self.address)
+                } else {
+                    format!("{name} <{}>", self.address)
+                }
+            }
+        }
+    }
+}
+
 /// Why an address list could not be read. `Display` is JavaMail's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressError {
@@ -301,7 +323,11 @@ impl<'a> Parser<'_, 'a> {
             match t {
                 Tok::Atom(a) => words.push(String::from_utf8_lossy(a).into_owned()),
                 Tok::Quoted(q) => words.push(unquote(q)),
-                Tok::Special(b'.') => words.push(".".to_owned()),
+                // obs-phrase: a dot belongs to the word before it (`J. Q.`).
+                Tok::Special(b'.') => match words.last_mut() {
+                    Some(last) => last.push('.'),
+                    None => words.push(".".to_owned()),
+                },
                 Tok::Control => words.push("?".to_owned()),
                 Tok::Special(b'@') | Tok::Literal(_) | Tok::Special(b'\\') => {
                     words.push("?".to_owned())
@@ -440,6 +466,9 @@ fn unquote(q: &[u8]) -> String {
     let mut out = Vec::with_capacity(inner.len());
     let mut escaped = false;
     for &b in inner {
+        if !escaped && (b == b'\r' || b == b'\n') {
+            continue; // unfolding: CRLF goes, the white space after it stays
+        }
         if escaped || b != b'\\' {
             out.push(b);
             escaped = false;
@@ -529,6 +558,33 @@ mod tests {
                 assert_eq!(got, Err(error.to_owned()), "{value:?}");
             }
         }
+    }
+
+    #[test]
+    fn mailboxes_are_shown_as_javamail_prints_them() {
+        let shown = |v: &str| {
+            parse_address_list(v.as_bytes())
+                .unwrap()
+                .iter()
+                .map(Mailbox::shown)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown("\"Joe Bloggs\" <joe@x.test>, ann@y.test, Bloggs\r\n Joe <j@x.test>"),
+            [
+                "Joe Bloggs <joe@x.test>",
+                "ann@y.test",
+                "Bloggs Joe <j@x.test>"
+            ]
+        );
+        assert_eq!(
+            shown("\"Bloggs, Joe\" <joe@x.test>, \"A \\\"B\\\" C\" <a@x.test>, J. Q. <q@x.test>"),
+            [
+                "\"Bloggs, Joe\" <joe@x.test>",
+                "\"A \\\"B\\\" C\" <a@x.test>",
+                "\"J. Q.\" <q@x.test>"
+            ]
+        );
     }
 
     #[test]

@@ -381,6 +381,16 @@ impl Message {
             return_path: addresses(&self.facts.return_path),
             address_error: self.facts.address_error.map(|e| e.to_string()),
             duplicate_header: self.facts.duplicate.map(str::to_owned),
+            shown: self
+                .facts
+                .from
+                .iter()
+                .flatten()
+                .chain(&self.facts.sender)
+                .chain(&self.facts.return_path)
+                .filter(|m| m.display_name.is_some())
+                .map(|m| (m.address.to_ascii_lowercase(), m.shown()))
+                .collect(),
             configuration_set: self.facts.configuration_set.clone(),
             tags: self.facts.tags.clone(),
             api_tags: None,

@@ -1,6 +1,6 @@
 //! Configuration-set resolution (SPEC.md section 4).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::tags::{TagError, merge_tags, parse_tags, validate_tag};
 use super::{ConfigurationSet, Policy};
@@ -22,6 +22,9 @@ pub struct MessageFacts {
     pub address_error: Option<String>,
     /// The first header of SES's single-occurrence list that appears twice, as SES spells it.
     pub duplicate_header: Option<String>,
+    /// How a header mailbox with a display name is listed in a rejection, by lower-cased
+    /// address (`Joe Bloggs <joe@x.test>`, as JavaMail prints it); others are listed bare.
+    pub shown: HashMap<String, String>,
     /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed.
     pub configuration_set: Option<String>,
     /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
@@ -217,14 +220,18 @@ impl Policy {
         if self.require_verified_sender {
             let mut failed: Vec<String> = Vec::new();
             let mut seen: HashSet<String> = HashSet::new();
-            let checked = from
+            let headers = from
                 .iter()
                 .chain(&facts.sender)
                 .chain(&facts.return_path)
-                .chain(facts.envelope_sender.iter());
-            for address in checked {
-                if seen.insert(address.to_ascii_lowercase()) && !self.identities.covers(address) {
-                    failed.push(address.clone());
+                .map(|a| (a, true));
+            let checked = headers.chain(facts.envelope_sender.iter().map(|a| (a, false)));
+            for (address, in_header) in checked {
+                let lower = address.to_ascii_lowercase();
+                if !self.identities.covers(address) && seen.insert(lower.clone()) {
+                    // A header mailbox as JavaMail prints it; the envelope sender bare.
+                    let shown = in_header.then(|| facts.shown.get(&lower)).flatten();
+                    failed.push(shown.cloned().unwrap_or_else(|| address.clone()));
                 }
             }
             if !failed.is_empty() {
