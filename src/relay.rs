@@ -173,6 +173,9 @@ fn sender_limit(config: &Config, username: &str) -> Option<SenderLimit> {
 /// One message to judge and forward, from an SMTP session or the API.
 #[derive(Debug, Clone)]
 pub struct Submission {
+    /// The message id, when the caller chose it (the API's Simple messages name it in
+    /// their Message-ID); otherwise a new one is made.
+    pub id: Option<String>,
     pub peer: IpAddr,
     /// The HELO/EHLO name (the API uses the client's address).
     pub helo: String,
@@ -239,8 +242,8 @@ impl Relay {
     /// the message id, given only once the upstream has accepted.
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
         let config = self.config();
-        let id = new_message_id(&config.server.region);
         let Submission {
+            id,
             peer,
             helo,
             protocol,
@@ -252,6 +255,7 @@ impl Relay {
             configuration_set,
             tags,
         } = submission;
+        let id = id.unwrap_or_else(|| new_message_id(&config.server.region));
         let user = auth_user.as_deref().unwrap_or("-");
         let limit = auth_user
             .as_deref()
@@ -409,6 +413,7 @@ impl Handler for Relay {
         // done with it (at the end of this function), not before.
         let _reservation = tx.reservation;
         let submission = Submission {
+            id: None,
             peer: tx.peer.ip(),
             helo: tx.helo,
             protocol: received_protocol(tx.esmtp, tx.tls.is_some(), tx.auth_user.is_some()),

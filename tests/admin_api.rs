@@ -521,8 +521,18 @@ async fn send_email_runs_the_smtp_policy() {
         )
         .await;
     let id = sent["MessageId"].as_str().unwrap().to_owned();
+    // SES's form (region us-east-1: 0100...-000000), and a Simple message's Message-ID
+    // names the same id, as SES's do.
+    assert!(
+        id.starts_with("0100") && id.ends_with("-000000") && id.len() == 60,
+        "{id}"
+    );
     let eml = std::fs::read_to_string(api.outbox().join(format!("{id}.eml"))).unwrap();
     assert!(eml.contains(&format!(" with HTTP id {id}\r\n")), "{eml}");
+    assert!(
+        eml.contains(&format!("Message-ID: <{id}@email.amazonses.com>\r\n")),
+        "{eml}"
+    );
     assert!(
         eml.contains(
             "\r\nX-SES-CONFIGURATION-SET: marketing\r\nX-SES-MESSAGE-TAGS: team=growth\r\n"

@@ -609,7 +609,7 @@ fn invalid_address(text: &str) -> ApiError {
 
 /// Builds the MIME message of `Content.Simple`.
 fn simple_message(
-    hostname: &str,
+    message_id: &str,
     from: &lettre::message::Mailbox,
     destination: &Destination,
     reply_to: &[String],
@@ -644,10 +644,7 @@ fn simple_message(
         .from(from.clone())
         .subject(simple.subject.data)
         .date_now()
-        .message_id(Some(format!(
-            "<{}@{hostname}>",
-            uuid::Uuid::now_v7().simple()
-        )));
+        .message_id(Some(format!("<{message_id}@email.amazonses.com>")));
     for to in &destination.to_addresses {
         builder = builder.to(address_of(to)?.0);
     }
@@ -727,6 +724,8 @@ pub async fn send_email(
         .as_deref()
         .map(address_of)
         .transpose()?;
+    // A Simple message names its id in its Message-ID, as SES's do: the id is chosen here.
+    let mut id = None;
     let content = match (req.content.simple, req.content.raw, req.content.template) {
         (Some(simple), None, None) => {
             let Some((mailbox, _)) = &from else {
@@ -734,8 +733,9 @@ pub async fn send_email(
                     "FromEmailAddress is required with Content.Simple.",
                 ));
             };
+            let chosen = id.insert(crate::relay::new_message_id(&config.server.region));
             simple_message(
-                &config.server.hostname,
+                chosen,
                 mailbox,
                 &destination,
                 &req.reply_to_addresses,
@@ -805,6 +805,7 @@ pub async fn send_email(
         .email_tags
         .map(|tags| tags.into_iter().map(|t| (t.name, t.value)).collect());
     let submission = Submission {
+        id,
         peer: peer.ip(),
         helo: format!("[{}]", peer.ip().to_canonical()),
         protocol: "HTTP",
