@@ -849,6 +849,7 @@ impl Source<'_> {
             raw.configuration_sets,
             raw.identities,
             &server.region,
+            server.max_recipients,
         )?;
         let auth = match raw.auth {
             Some(auth) => Some(self.auth(auth.into_inner())?),
@@ -1412,6 +1413,7 @@ impl Source<'_> {
         raw_sets: BTreeMap<Spanned<String>, RawConfigurationSet>,
         raw_identities: BTreeMap<Spanned<String>, RawIdentity>,
         region: &str,
+        max_recipients: usize,
     ) -> Result<(Policy, Resources), ConfigError> {
         let mut resources = Resources::default();
         let mut sets = BTreeMap::new();
@@ -1536,6 +1538,7 @@ impl Source<'_> {
             require_verified_sender: raw.require_verified_sender.unwrap_or(true),
             inherit_domain_default: raw.inherit_domain_default.unwrap_or(false),
             region: region.to_ascii_uppercase(),
+            max_recipients,
             identities,
             configuration_sets: sets,
         };

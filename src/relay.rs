@@ -260,21 +260,14 @@ impl Relay {
         let limit = auth_user
             .as_deref()
             .and_then(|username| sender_limit(&config, username));
-        // SES accepts every RCPT and counts them at the end of DATA.
-        if rcpt_to.len() > config.server.max_recipients {
-            let rejection = Rejection::TooManyRecipients(config.server.max_recipients);
-            tracing::info!(
-                %id, %peer, protocol, from = %mail_from, rcpts = rcpt_to.len(),
-                reply = %rejection_reply(&rejection), "message rejected"
-            );
-            return Err(Refusal::Rejected(rejection));
-        }
         let large = message.len() > INLINE_LIMIT;
+        let recipients = rcpt_to.len();
         let judge = {
             let config = Arc::clone(&config);
             let mail_from = mail_from.clone();
             move || {
                 let mut facts = message.facts(&mail_from);
+                facts.recipients = recipients;
                 if let Some(set) = configuration_set {
                     facts.configuration_set = Some(set);
                 }

@@ -790,12 +790,6 @@ pub async fn send_email(
             "The message must have at least one recipient: give Destination.",
         ));
     }
-    if rcpt_to.len() > config.server.max_recipients {
-        return Err(ApiError::message_rejected(format!(
-            "Recipient count exceeds {}.",
-            config.server.max_recipients
-        )));
-    }
     // Every envelope address is checked before delivery: a bad one is the client's error
     // (BadRequestException), never a retryable failure of the upstream.
     for address in &rcpt_to {

@@ -261,10 +261,12 @@ fn single_occurrence(name: &[u8]) -> Option<usize> {
             .map(|(i, n)| (n.to_ascii_lowercase().into_bytes(), i))
             .collect()
     });
-    if name.len() > 40 {
-        return None;
-    }
-    index.get(&name.to_ascii_lowercase()).copied()
+    // Lower-cased on the stack: no allocation per header field.
+    let mut lower = [0u8; 40];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index.get(&*lower).copied()
 }
 
 /// One message, owned once from the end of DATA to the upstream.
@@ -381,6 +383,8 @@ impl Message {
             return_path: addresses(&self.facts.return_path),
             address_error: self.facts.address_error.map(|e| e.to_string()),
             duplicate_header: self.facts.duplicate.map(str::to_owned),
+            // The envelope is not the message's: the caller sets its count.
+            recipients: 0,
             shown: self
                 .facts
                 .from

@@ -30,6 +30,8 @@ pub struct Policy {
     pub inherit_domain_default: bool,
     /// Upper-case, as SES prints it in rejections.
     pub region: String,
+    /// Recipients one message may have (`server.max_recipients`; SES: 50).
+    pub max_recipients: usize,
     pub identities: IdentityTable,
     pub configuration_sets: BTreeMap<String, ConfigurationSet>,
 }

@@ -22,6 +22,8 @@ pub struct MessageFacts {
     pub address_error: Option<String>,
     /// The first header of SES's single-occurrence list that appears twice, as SES spells it.
     pub duplicate_header: Option<String>,
+    /// How many recipients the envelope has (SES counts them at the end of DATA).
+    pub recipients: usize,
     /// How a header mailbox with a display name is listed in a rejection, by lower-cased
     /// address (`Joe Bloggs <joe@x.test>`, as JavaMail prints it); others are listed bare.
     pub shown: HashMap<String, String>,
@@ -183,6 +185,11 @@ fn shown(name: &str) -> String {
 impl Policy {
     /// Applies SPEC.md section 4 to one message.
     pub fn resolve(&self, facts: &MessageFacts) -> Decision {
+        // SES accepts every RCPT and counts them with the message.
+        if facts.recipients > self.max_recipients {
+            return Decision::Reject(Rejection::TooManyRecipients(self.max_recipients));
+        }
+
         // A header that may appear once appears twice.
         if let Some(name) = &facts.duplicate_header {
             return Decision::Reject(Rejection::DuplicateHeader(name.clone()));
@@ -366,6 +373,7 @@ mod tests {
             require_verified_sender: true,
             inherit_domain_default: false,
             region: "US-EAST-1".to_owned(),
+            max_recipients: 50,
             identities,
             configuration_sets: sets,
         }
