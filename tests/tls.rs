@@ -196,6 +196,15 @@ async fn lettre_starttls_and_implicit_tls_with_a_private_ca() {
     relay.stop().await;
 }
 
+/// A TLS client handshake over `tcp`, trusting `ca`, for the name `localhost`.
+async fn handshake(ca: &Ca, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let name = pki_types::ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(ca.client_config())
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
 /// Reads one complete reply from a buffered stream; "" at EOF.
 async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> String {
     let mut lines = Vec::new();
@@ -237,11 +246,7 @@ async fn commands_pipelined_after_starttls_are_discarded() {
         "{ehlo}"
     );
     assert_eq!(read_reply(&mut plain).await, "220 2.0.0 Ready to start TLS");
-    let tcp = plain.into_inner();
-    let connector = TlsConnector::from(ca.client_config());
-    let name = pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    let mut tls = BufReader::new(tls);
+    let mut tls = BufReader::new(handshake(&ca, plain.into_inner()).await);
     tls.get_mut().write_all(b"EHLO y\r\n").await.unwrap();
     let first = read_reply(&mut tls).await;
     assert!(first.starts_with("250-"), "{first}");
@@ -282,9 +287,7 @@ async fn require_gives_530_before_starttls_and_the_session_starts_over_after() {
     read_reply(&mut plain).await;
     plain.get_mut().write_all(b"STARTTLS\r\n").await.unwrap();
     assert_eq!(read_reply(&mut plain).await, "220 2.0.0 Ready to start TLS");
-    let connector = TlsConnector::from(ca.client_config());
-    let name = pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = BufReader::new(connector.connect(name, plain.into_inner()).await.unwrap());
+    let mut tls = BufReader::new(handshake(&ca, plain.into_inner()).await);
     // The EHLO from before TLS is forgotten (RFC 3207 4.2).
     tls.get_mut()
         .write_all(b"MAIL FROM:<joe@example.com>\r\n")
@@ -378,10 +381,7 @@ async fn an_http_request_on_the_smtp_port_closes_at_once() {
 
 /// The DER of the certificate the server at `addr` presents (implicit TLS).
 async fn served(ca: &Ca, addr: SocketAddr) -> Vec<u8> {
-    let connector = TlsConnector::from(ca.client_config());
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = handshake(ca, TcpStream::connect(addr).await.unwrap()).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
