@@ -22,8 +22,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
-    ConfigurationSet, Identity, IdentityTable, Policy, is_valid_configuration_set_name,
-    validate_tag,
+    AccountRules, ConfigurationSet, Identity, IdentityTable, Policy,
+    is_valid_configuration_set_name, validate_tag,
 };
 use crate::upstream::{UpstreamSettings, UpstreamTarget, UpstreamTls};
 
@@ -68,7 +68,24 @@ pub const INTEGER_RANGES: &[IntegerRange] = &[
         max: 64 << 30,
         note: " (64 GiB)",
     },
+    IntegerRange {
+        key: "account.max_24_hour_send",
+        min: 0,
+        max: MAX_24_HOUR_SEND,
+        note: "",
+    },
 ];
+
+/// The largest `account.max_24_hour_send` (recipients per 24 hours).
+pub const MAX_24_HOUR_SEND: u64 = 1_000_000_000;
+
+/// The largest `account.max_send_rate` (recipients per second).
+pub const MAX_SEND_RATE: f64 = 1_000_000.0;
+
+/// The sandbox's quotas when `[account]` does not give its own (SES: 1 per second, 200 per
+/// 24 hours).
+pub const SANDBOX_SEND_RATE: f64 = 1.0;
+pub const SANDBOX_24_HOUR_SEND: u64 = 200;
 
 /// At most this many resource tags on one identity or configuration set, as AWS allows.
 pub const MAX_RESOURCE_TAGS: usize = 50;
@@ -137,12 +154,23 @@ pub struct ServerConfig {
     pub trusted_networks: Vec<IpNet>,
 }
 
+/// The limits of `[account]` (SPEC 4.5): recipients per second and per sliding 24 hours;
+/// 0 is no limit. Its switches (`sandbox`, `sending_enabled`) are rules of the policy
+/// ([`crate::policy::AccountRules`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccountLimits {
+    pub max_send_rate: f64,
+    pub max_24_hour_send: u64,
+}
+
 /// A validated configuration: one immutable snapshot of everything the relay applies.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub policy: Policy,
+    /// `[account]`'s quotas.
+    pub account: AccountLimits,
     pub upstream: UpstreamSettings,
     /// `[upstream] strip_ses_headers`: remove every `X-SES-*` header instead of setting them.
     pub strip_ses_headers: bool,
@@ -649,6 +677,42 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     verification: RawVerification,
+    #[serde(default)]
+    account: RawAccount,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    sandbox: Option<bool>,
+    max_send_rate: Option<Spanned<RawNumber>>,
+    max_24_hour_send: Option<Spanned<i64>>,
+    sending_enabled: Option<bool>,
+}
+
+/// A TOML integer or float (`max_send_rate = 14` and `= 0.5` both read).
+struct RawNumber(f64);
+
+impl<'de> Deserialize<'de> for RawNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawNumber, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawNumber;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawNumber, E> {
+                Ok(RawNumber(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawNumber, E> {
+                Ok(RawNumber(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawNumber, E> {
+                Ok(RawNumber(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -844,12 +908,14 @@ impl Source<'_> {
         };
         let verification =
             self.verification(raw.verification, &server.hostname, &mut secrets.refs)?;
+        let (account_rules, account) = self.account(raw.account)?;
         let (policy, resources) = self.policy(
             raw.policy,
             raw.configuration_sets,
             raw.identities,
             &server.region,
             server.max_recipients,
+            account_rules,
         )?;
         let auth = match raw.auth {
             Some(auth) => Some(self.auth(auth.into_inner())?),
@@ -859,6 +925,7 @@ impl Source<'_> {
             path: self.path.to_owned(),
             server,
             policy,
+            account,
             upstream,
             strip_ses_headers,
             admin,
@@ -1407,6 +1474,44 @@ impl Source<'_> {
         })
     }
 
+    /// `[account]`: the sandbox's quotas apply unless the file gives its own.
+    fn account(&self, raw: RawAccount) -> Result<(AccountRules, AccountLimits), ConfigError> {
+        let sandbox = raw.sandbox.unwrap_or(false);
+        let max_send_rate = match raw.max_send_rate {
+            None if sandbox => SANDBOX_SEND_RATE,
+            None => 0.0,
+            Some(rate) => {
+                let n = rate.get_ref().0;
+                if !(n.is_finite() && (0.0..=MAX_SEND_RATE).contains(&n)) {
+                    return Err(self.error(
+                        rate.span(),
+                        "account.max_send_rate",
+                        format!(
+                            "must be a number of recipients per second from 0 (no limit) to {MAX_SEND_RATE}, not {n}"
+                        ),
+                    ));
+                }
+                n
+            }
+        };
+        let default_quota = if sandbox { SANDBOX_24_HOUR_SEND } else { 0 };
+        let max_24_hour_send = self.integer(
+            raw.max_24_hour_send,
+            "account.max_24_hour_send",
+            default_quota,
+        )?;
+        Ok((
+            AccountRules {
+                sandbox,
+                sending_enabled: raw.sending_enabled.unwrap_or(true),
+            },
+            AccountLimits {
+                max_send_rate,
+                max_24_hour_send,
+            },
+        ))
+    }
+
     fn policy(
         &self,
         raw: RawPolicy,
@@ -1414,6 +1519,7 @@ impl Source<'_> {
         raw_identities: BTreeMap<Spanned<String>, RawIdentity>,
         region: &str,
         max_recipients: usize,
+        account: AccountRules,
     ) -> Result<(Policy, Resources), ConfigError> {
         let mut resources = Resources::default();
         let mut sets = BTreeMap::new();
@@ -1539,6 +1645,7 @@ impl Source<'_> {
             inherit_domain_default: raw.inherit_domain_default.unwrap_or(false),
             region: region.to_ascii_uppercase(),
             max_recipients,
+            account,
             identities,
             configuration_sets: sets,
         };

@@ -3,6 +3,7 @@
 //! One message takes one road: listener → SMTP session → relay → policy → message
 //! rewrite → upstream. Everything is a library so that tests drive it in-process.
 
+pub mod account;
 pub mod admin;
 pub mod cli;
 pub mod config;

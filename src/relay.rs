@@ -5,10 +5,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::account::{Quotas, Throttle};
 use crate::config::Config;
 use crate::message::{self, Message, Rewrite, Trace};
 use crate::password;
-use crate::policy::{Decision, Rejection, SenderLimit};
+use crate::policy::{Decision, Rejection, SenderLimit, is_mailbox_simulator};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Handler, SessionConfig, Transaction};
 use crate::tls::TlsInfo;
@@ -31,9 +32,10 @@ struct Snapshot {
     session: Arc<SessionConfig>,
 }
 
-/// The relay: the live configuration and the upstream.
+/// The relay: the live configuration, the account's counters and the upstream.
 pub struct Relay {
     live: RwLock<Arc<Snapshot>>,
+    quotas: Quotas,
     upstream: Upstream,
 }
 
@@ -42,8 +44,14 @@ impl Relay {
         let upstream = Upstream::new(&config.upstream)?;
         Ok(Relay {
             live: RwLock::new(Arc::new(snapshot(config))),
+            quotas: Quotas::new(),
             upstream,
         })
+    }
+
+    /// Recipients counted against the account's 24-hour quota now (`SentLast24Hours`).
+    pub fn sent_last_24_hours(&self) -> u64 {
+        self.quotas.sent_last_24_hours()
     }
 
     /// The configuration in force now.
@@ -93,7 +101,9 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
         | Rejection::DefaultConfigurationSetDeleted(_) => {
             reply::configuration_set_missing(&message)
         }
-        Rejection::SendingPaused(_) => reply::sending_paused(&message),
+        Rejection::SendingPaused(_) | Rejection::AccountSendingPaused => {
+            reply::sending_paused(&message)
+        }
         Rejection::SenderNotAllowed { .. } => reply::sender_not_allowed(&message),
     }
 }
@@ -204,6 +214,8 @@ pub struct Submission {
 pub enum Refusal {
     /// The SES rules refused it.
     Rejected(Rejection),
+    /// The account's sending rate or 24-hour quota would be passed.
+    Throttled(Throttle),
     /// The upstream did not take it.
     Upstream(DeliveryError),
 }
@@ -213,6 +225,7 @@ impl Refusal {
     pub fn reply(&self) -> Reply {
         match self {
             Refusal::Rejected(rejection) => rejection_reply(rejection),
+            Refusal::Throttled(throttle) => reply::throttled(&throttle.to_string()),
             Refusal::Upstream(e) => delivery_reply(e),
         }
     }
@@ -221,6 +234,7 @@ impl Refusal {
     pub fn is_permanent(&self) -> bool {
         match self {
             Refusal::Rejected(_) => true,
+            Refusal::Throttled(_) => false,
             Refusal::Upstream(e) => e.is_permanent(),
         }
     }
@@ -261,10 +275,10 @@ impl Relay {
             .as_deref()
             .and_then(|username| sender_limit(&config, username));
         let large = message.len() > INLINE_LIMIT;
-        let recipients = rcpt_to.len();
         let judge = {
             let config = Arc::clone(&config);
             let mail_from = mail_from.clone();
+            let recipients = rcpt_to.clone();
             move || {
                 let mut facts = message.facts(&mail_from);
                 facts.recipients = recipients;
@@ -295,6 +309,22 @@ impl Relay {
                     reply = %rejection_reply(&rejection), "message rejected"
                 );
                 return Err(Refusal::Rejected(rejection));
+            }
+        };
+        // The account's quotas count the recipients SES would count: the mailbox simulator's
+        // are free.
+        let counted = rcpt_to
+            .iter()
+            .filter(|r| !is_mailbox_simulator(&r.to_ascii_lowercase()))
+            .count() as u64;
+        let reservation = match self.quotas.reserve(&config.account, counted) {
+            Ok(reservation) => reservation,
+            Err(throttle) => {
+                tracing::info!(
+                    %id, %peer, protocol, user, from = %mail_from, rcpts = rcpt_to.len(),
+                    reply = %reply::throttled(&throttle.to_string()), "message throttled"
+                );
+                return Err(Refusal::Throttled(throttle));
             }
         };
         let received = message::received_header(&Trace {
@@ -329,6 +359,7 @@ impl Relay {
                 Ok(id)
             }
             Err(e) => {
+                self.quotas.refund(reservation);
                 tracing::warn!(
                     %id, %peer, protocol, user, from = %envelope.mail_from,
                     rcpts = envelope.rcpt_to.len(), configuration_set = %set, error = %e,
@@ -476,9 +507,33 @@ mod tests {
                 },
                 "554 5.7.1 Message rejected: User app is not authorized to send from x@example.net",
             ),
+            (
+                Rejection::AccountSendingPaused,
+                "554 5.7.1 Message rejected: Sending paused for this account. For more information, please check the inbox of the email address associated with your AWS account.",
+            ),
         ];
         for (rejection, line) in rows {
             assert_eq!(rejection_reply(&rejection).to_line(), line);
+        }
+    }
+
+    /// SPEC 3: the account's limits answer 454 4.7.0, which a client retries later.
+    #[test]
+    fn throttling_replies_match_the_spec() {
+        let rows = [
+            (
+                Throttle::Rate,
+                "454 4.7.0 Throttling failure: Maximum sending rate exceeded.",
+            ),
+            (
+                Throttle::Quota,
+                "454 4.7.0 Throttling failure: Daily message quota exceeded.",
+            ),
+        ];
+        for (throttle, line) in rows {
+            let refusal = Refusal::Throttled(throttle);
+            assert_eq!(refusal.reply().to_line(), line);
+            assert!(!refusal.is_permanent());
         }
     }
 

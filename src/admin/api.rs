@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::error::ApiError;
 use super::verification::LinkError;
+use crate::account::Throttle;
 use crate::config::{self, IdentityKind, Verification};
 use crate::policy::{Rejection, is_valid_configuration_set_name};
 use crate::relay::{Refusal, Submission};
@@ -497,6 +498,53 @@ pub async fn put_configuration_set_sending_options(
 }
 
 // ---------------------------------------------------------------------------------------
+// The account.
+// ---------------------------------------------------------------------------------------
+
+/// A limit as SES reports it: -1 for none.
+fn reported_limit(limit: f64) -> f64 {
+    if limit > 0.0 { limit } else { -1.0 }
+}
+
+pub async fn get_account(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let config = state.relay.config();
+    let rules = config.policy.account;
+    Ok(Json(json!({
+        "DedicatedIpAutoWarmupEnabled": false,
+        "EnforcementStatus": "HEALTHY",
+        "ProductionAccessEnabled": !rules.sandbox,
+        "SendingEnabled": rules.sending_enabled,
+        "SendQuota": {
+            "Max24HourSend": reported_limit(config.account.max_24_hour_send as f64),
+            "MaxSendRate": reported_limit(config.account.max_send_rate),
+            "SentLast24Hours": state.relay.sent_last_24_hours() as f64,
+        },
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutAccountSendingAttributesRequest {
+    sending_enabled: Option<bool>,
+}
+
+/// `SendingEnabled` absent is false, as `put-configuration-set-sending-options` takes it.
+pub async fn put_account_sending_attributes(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PutAccountSendingAttributesRequest = parse(&body)?;
+    let enabled = req.sending_enabled.unwrap_or(false);
+    state
+        .store
+        .edit(|editor, _| editor.set_account_sending_enabled(enabled))
+        .await?;
+    tracing::info!(sending_enabled = enabled, "account sending changed");
+    Ok(Json(json!({})).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
 // SendEmail.
 // ---------------------------------------------------------------------------------------
 
@@ -697,9 +745,17 @@ fn refusal_error(refusal: Refusal) -> ApiError {
                 | Rejection::InvalidAddress(_)
                 | Rejection::DuplicateHeader(_)
                 | Rejection::InvalidTag(_) => ApiError::bad_request(message),
-                Rejection::SendingPaused(_) => ApiError::sending_paused(message),
+                Rejection::SendingPaused(_) | Rejection::AccountSendingPaused => {
+                    ApiError::sending_paused(message)
+                }
                 Rejection::SenderNotAllowed { .. } => ApiError::access_denied(message),
             }
+        }
+        Refusal::Throttled(throttle @ Throttle::Rate) => {
+            ApiError::too_many_requests(throttle.to_string())
+        }
+        Refusal::Throttled(throttle @ Throttle::Quota) => {
+            ApiError::limit_exceeded(throttle.to_string())
         }
         Refusal::Upstream(e @ DeliveryError::BadAddress(_)) => ApiError::bad_request(e.to_string()),
         Refusal::Upstream(e) if e.is_permanent() => {

@@ -42,6 +42,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "SendingPausedException", message)
     }
 
+    /// The account's sending rate (botocore retries it, with backoff, as a throttle).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            message,
+        )
+    }
+
+    /// The account's 24-hour quota.
+    pub fn limit_exceeded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "LimitExceededException", message)
+    }
+
     pub fn access_denied(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
     }

@@ -173,6 +173,11 @@ pub fn router(state: AdminState) -> Router {
             post(api::list_configuration_sets),
         )
         .route("/v2/email/outbound-emails", post(api::send_email))
+        .route("/v2/email/account", get(api::get_account))
+        .route(
+            "/v2/email/account/sending",
+            put(api::put_account_sending_attributes),
+        )
         .fallback(api::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -269,6 +269,18 @@ impl Editor<'_> {
         self.remove(Section::ConfigurationSets, name)
     }
 
+    /// `[account] sending_enabled`, the section created if missing.
+    pub fn set_account_sending_enabled(&mut self, enabled: bool) -> Result<(), ApiError> {
+        let account = self
+            .doc
+            .entry("account")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_like_mut()
+            .ok_or_else(|| ApiError::internal("account in the configuration is not a table"))?;
+        account.insert("sending_enabled", toml_edit::value(enabled));
+        Ok(())
+    }
+
     pub fn set_sending_enabled(&mut self, set: &str, enabled: bool) -> Result<(), ApiError> {
         self.entry(Section::ConfigurationSets, set)?
             .insert("sending_enabled", toml_edit::value(enabled));

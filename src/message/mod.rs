@@ -384,7 +384,7 @@ impl Message {
             address_error: self.facts.address_error.map(|e| e.to_string()),
             duplicate_header: self.facts.duplicate.map(str::to_owned),
             // The envelope is not the message's: the caller sets its count.
-            recipients: 0,
+            recipients: Vec::new(),
             shown: self
                 .facts
                 .from

@@ -10,7 +10,9 @@ mod tags;
 use std::collections::BTreeMap;
 
 pub use identities::{Identity, IdentityTable, candidates};
-pub use resolve::{Acceptance, Decision, MessageFacts, Rejection, SenderLimit, SetReason};
+pub use resolve::{
+    Acceptance, Decision, MessageFacts, Rejection, SenderLimit, SetReason, is_mailbox_simulator,
+};
 pub use tags::{TagError, merge_tags, parse_tags, validate_tag};
 
 /// A configuration set that exists.
@@ -20,6 +22,24 @@ pub struct ConfigurationSet {
     pub sending_enabled: bool,
     /// Message tags added to `X-SES-MESSAGE-TAGS` for names the client did not give.
     pub tags: BTreeMap<String, String>,
+}
+
+/// The account's switches (`[account]`, SPEC 4.5); its quotas are counted by the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountRules {
+    /// Recipients must be covered by verified identities too (mailbox simulator excepted).
+    pub sandbox: bool,
+    /// `false`: every message gets SES's account-paused 554.
+    pub sending_enabled: bool,
+}
+
+impl Default for AccountRules {
+    fn default() -> AccountRules {
+        AccountRules {
+            sandbox: false,
+            sending_enabled: true,
+        }
+    }
 }
 
 /// Everything the rules need: the `[policy]` switches, the region, the identity table and
@@ -32,6 +52,8 @@ pub struct Policy {
     pub region: String,
     /// Recipients one message may have (`server.max_recipients`; SES: 50).
     pub max_recipients: usize,
+    /// `[account]`'s switches.
+    pub account: AccountRules,
     pub identities: IdentityTable,
     pub configuration_sets: BTreeMap<String, ConfigurationSet>,
 }

@@ -22,8 +22,9 @@ pub struct MessageFacts {
     pub address_error: Option<String>,
     /// The first header of SES's single-occurrence list that appears twice, as SES spells it.
     pub duplicate_header: Option<String>,
-    /// How many recipients the envelope has (SES counts them at the end of DATA).
-    pub recipients: usize,
+    /// The envelope's recipients (SES counts them at the end of DATA; the sandbox checks
+    /// each).
+    pub recipients: Vec<String>,
     /// How a header mailbox with a display name is listed in a rejection, by lower-cased
     /// address (`Joe Bloggs <joe@x.test>`, as JavaMail prints it); others are listed bare.
     pub shown: HashMap<String, String>,
@@ -120,6 +121,8 @@ pub enum Rejection {
     /// The authenticated user's `allowed_senders` do not cover this address (From, Sender
     /// or the envelope sender).
     SenderNotAllowed { username: String, address: String },
+    /// `[account] sending_enabled = false`.
+    AccountSendingPaused,
 }
 
 impl Rejection {
@@ -146,6 +149,7 @@ impl Rejection {
             Rejection::SenderNotAllowed { username, address } => {
                 format!("User {username} is not authorized to send from {address}")
             }
+            Rejection::AccountSendingPaused => "Sending paused for this account. For more information, please check the inbox of the email address associated with your AWS account.".to_owned(),
         }
     }
 }
@@ -182,11 +186,19 @@ fn shown(name: &str) -> String {
     }
 }
 
+/// SES's mailbox simulator (`success@simulator.amazonses.com`, ...): never subject to the
+/// sandbox's verified-recipient rule. `lower` is lower-case.
+pub fn is_mailbox_simulator(lower: &str) -> bool {
+    lower
+        .rsplit_once('@')
+        .is_some_and(|(_, domain)| domain == "simulator.amazonses.com")
+}
+
 impl Policy {
     /// Applies SPEC.md section 4 to one message.
     pub fn resolve(&self, facts: &MessageFacts) -> Decision {
         // SES accepts every RCPT and counts them with the message.
-        if facts.recipients > self.max_recipients {
+        if facts.recipients.len() > self.max_recipients {
             return Decision::Reject(Rejection::TooManyRecipients(self.max_recipients));
         }
 
@@ -276,6 +288,30 @@ impl Policy {
             },
         };
 
+        // 5. The account: paused, then (sandbox) every recipient verified.
+        if !self.account.sending_enabled {
+            return Decision::Reject(Rejection::AccountSendingPaused);
+        }
+        if self.account.sandbox {
+            let mut failed: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
+            for address in &facts.recipients {
+                let lower = address.to_ascii_lowercase();
+                if !is_mailbox_simulator(&lower)
+                    && !self.identities.covers(address)
+                    && seen.insert(lower)
+                {
+                    failed.push(address.clone());
+                }
+            }
+            if !failed.is_empty() {
+                return Decision::Reject(Rejection::NotVerified {
+                    region: self.region.clone(),
+                    addresses: failed,
+                });
+            }
+        }
+
         // Tags: the API's, else the client's first header; then the set's.
         let client_tags = match (&facts.api_tags, facts.tags.as_deref()) {
             (Some(tags), _) => {
@@ -327,7 +363,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Identity, IdentityTable};
+    use crate::policy::{AccountRules, Identity, IdentityTable};
 
     fn policy() -> Policy {
         let mut identities = IdentityTable::default();
@@ -374,6 +410,7 @@ mod tests {
             inherit_domain_default: false,
             region: "US-EAST-1".to_owned(),
             max_recipients: 50,
+            account: AccountRules::default(),
             identities,
             configuration_sets: sets,
         }
@@ -614,6 +651,71 @@ mod tests {
                 |f, _| f.tags = Some("bad name=x".into()),
                 Want::Reply(
                     "Invalid tag name <bad name>: only alphanumeric ASCII characters, '_',  '-' are allowed.",
+                ),
+            ),
+            (
+                "4.5 account paused",
+                "joe@example.com",
+                |_, p| p.account.sending_enabled = false,
+                Want::Reply(
+                    "Sending paused for this account. For more information, please check the inbox of the email address associated with your AWS account.",
+                ),
+            ),
+            (
+                "4.5 account paused comes after the sender's check",
+                "x@nowhere.test",
+                |_, p| p.account.sending_enabled = false,
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: x@nowhere.test",
+                ),
+            ),
+            (
+                "4.5 production: any recipient",
+                "joe@example.com",
+                |f, _| f.recipients = vec!["anyone@elsewhere.test".into()],
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.5 sandbox: verified recipients and the mailbox simulator pass",
+                "joe@example.com",
+                |f, p| {
+                    p.account.sandbox = true;
+                    f.recipients = vec![
+                        "ann@example.com".into(),
+                        "x+y@news.example.org".into(),
+                        "Success+t1@Simulator.AmazonSES.com".into(),
+                        "bounce@simulator.amazonses.com".into(),
+                    ];
+                },
+                Want::Set(Some("marketing"), "team=growth"),
+            ),
+            (
+                "4.5 sandbox: unverified recipients are listed, once each, bare",
+                "joe@example.com",
+                |f, p| {
+                    p.account.sandbox = true;
+                    f.recipients = vec![
+                        "a@elsewhere.test".into(),
+                        "ann@example.com".into(),
+                        "pending@example.com".into(),
+                        "A@elsewhere.test".into(),
+                        "x@simulator.amazonses.com.evil.test".into(),
+                    ];
+                },
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: a@elsewhere.test, x@simulator.amazonses.com.evil.test",
+                ),
+            ),
+            (
+                "4.5 sandbox: recipients are checked even with sender checks off",
+                "x@nowhere.test",
+                |f, p| {
+                    p.account.sandbox = true;
+                    p.require_verified_sender = false;
+                    f.recipients = vec!["b@nowhere.test".into()];
+                },
+                Want::Reply(
+                    "Email address is not verified. The following identities failed the check in region US-EAST-1: b@nowhere.test",
                 ),
             ),
         ];

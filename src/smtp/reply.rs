@@ -419,6 +419,12 @@ pub fn sending_paused(message: &str) -> Reply {
     Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
 }
 
+/// `454 4.7.0 Throttling failure: Maximum sending rate exceeded.` (or `Daily message quota
+/// exceeded.`): the account's limits, SPEC 4.5.
+pub fn throttled(message: &str) -> Reply {
+    Reply::new(454, "4.7.0", format!("Throttling failure: {message}"))
+}
+
 /// `554 5.7.1 Message rejected: User <username> is not authorized to send from <address>`
 /// (`allowed_senders`).
 pub fn sender_not_allowed(message: &str) -> Reply {
