@@ -261,6 +261,11 @@ fn http_get(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Borrowed arguments for [`Aws::run`].
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn identity_names(list: &Value) -> Vec<(String, String)> {
     let mut names: Vec<(String, String)> = list["EmailIdentities"]
         .as_array()
@@ -758,4 +763,90 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         "The security token included in the request is invalid.",
     );
     assert!(!std::fs::read_to_string(&config).unwrap().contains("nope"));
+}
+
+/// `[account]` with the aws CLI: get-account's figures, send-email's quota and sandbox
+/// errors, and put-account-sending-attributes pausing SMTP and the API alike, kept in the
+/// file.
+#[test]
+fn the_account_with_the_aws_cli() {
+    let bin = aws_cli();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = common::peers::RelayProcess::start_in(
+        dir.path(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"dir:{}\"\n\n\
+             [identities.\"example.com\"]\nverified = true\n\n\
+             [account]\nsandbox = true\nmax_send_rate = 0\nmax_24_hour_send = 2\n",
+            dir.path().join("outbox").display()
+        ),
+    );
+    let aws = Aws {
+        bin,
+        endpoint: format!("http://{}", relay.admin.unwrap()),
+        key: ("AKIDEXAMPLE", "any-secret"),
+    };
+    let account = aws.ok(&["get-account"]);
+    assert_eq!(account["ProductionAccessEnabled"], json!(false));
+    assert_eq!(account["SendingEnabled"], json!(true));
+    assert_eq!(
+        account["SendQuota"],
+        json!({ "Max24HourSend": 2.0, "MaxSendRate": -1.0, "SentLast24Hours": 0.0 })
+    );
+    let send = |to: &str| -> Vec<String> {
+        [
+            "send-email",
+            "--from-email-address",
+            "app@example.com",
+            "--destination",
+            &format!("ToAddresses={to}"),
+            "--content",
+            "Simple={Subject={Data=hi},Body={Text={Data=hello}}}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    aws.fails(
+        &args(&send("stranger@elsewhere.test")),
+        "SendEmail",
+        "MessageRejected",
+        "Email address is not verified. The following identities failed the check in region \
+         LOCAL: stranger@elsewhere.test",
+    );
+    aws.ok(&args(&send("success@simulator.amazonses.com")));
+    aws.ok(&args(&send("a@example.com")));
+    aws.ok(&args(&send("b@example.com")));
+    aws.fails(
+        &args(&send("c@example.com")),
+        "SendEmail",
+        "LimitExceededException",
+        "Daily message quota exceeded.",
+    );
+    let account = aws.ok(&["get-account"]);
+    assert_eq!(account["SendQuota"]["SentLast24Hours"], json!(2.0));
+
+    aws.ok(&["put-account-sending-attributes", "--no-sending-enabled"]);
+    assert_eq!(aws.ok(&["get-account"])["SendingEnabled"], json!(false));
+    let file = std::fs::read_to_string(dir.path().join("sesrelay.toml")).unwrap();
+    assert!(file.contains("sending_enabled = false"), "{file}");
+    let paused = "Sending paused for this account. For more information, please check the inbox \
+                  of the email address associated with your AWS account.";
+    aws.fails(
+        &args(&send("a@example.com")),
+        "SendEmail",
+        "SendingPausedException",
+        paused,
+    );
+    let out = swaks(
+        relay.smtp_addr(),
+        &["--from", "app@example.com", "--to", "a@example.com"],
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        transcript.contains(&format!("<** 554 5.7.1 Message rejected: {paused}")),
+        "{transcript}"
+    );
+    aws.ok(&["put-account-sending-attributes", "--sending-enabled"]);
+    assert_eq!(aws.ok(&["get-account"])["SendingEnabled"], json!(true));
 }
