@@ -214,6 +214,14 @@ fn run_server(path: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = Server::bind(config).await.context("cannot start")?;
+        // Registered before the listeners announce themselves: a SIGHUP from then on
+        // reloads, never kills.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(reload_on_hangup(std::sync::Arc::clone(server.relay()), hangups));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP: reload by editing the file instead"),
+        }
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_stop_signal().await;
@@ -223,6 +231,18 @@ fn run_server(path: &Path) -> anyhow::Result<()> {
         server.run(stopped).await;
         Ok(())
     })
+}
+
+/// SIGHUP reads the configuration file again, even when it seems unchanged (SPEC 7).
+async fn reload_on_hangup(
+    relay: std::sync::Arc<crate::relay::Relay>,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reading the configuration file again");
+        // The outcome is logged and counted by the relay.
+        let _ = relay.reload(true).await;
+    }
 }
 
 async fn wait_for_stop_signal() {

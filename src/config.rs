@@ -190,6 +190,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Where `tls.cert` and `tls.key` are written, for the error when a file is missing.
     tls_at: Option<(Location, Location)>,
+    /// The text the configuration was read from: a reload whose file reads the same is
+    /// not a change.
+    source: std::sync::Arc<str>,
 }
 
 /// The `[tls]` section.
@@ -498,7 +501,57 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let source = Source { text, path };
         let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
-        source.build(raw)
+        let mut config = source.build(raw)?;
+        config.source = std::sync::Arc::from(text);
+        Ok(config)
+    }
+
+    /// The text this configuration was read from.
+    pub fn source_text(&self) -> &str {
+        &self.source
+    }
+
+    /// The keys whose values differ between `self` (running) and `next` but cannot change
+    /// while the relay runs: listeners are bound, and the connection limits, the in-flight
+    /// budget, the TLS files, the link key and the DNS resolver are set up, at start.
+    /// Everything else applies to the next session or message.
+    pub fn fixed_changes(&self, next: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |key: &'static str, same: bool| {
+            if !same {
+                changed.push(key);
+            }
+        };
+        check("server.listen", self.server.listen == next.server.listen);
+        check(
+            "server.listen_tls",
+            self.server.listen_tls == next.server.listen_tls,
+        );
+        check(
+            "server.max_connections",
+            self.server.max_connections == next.server.max_connections,
+        );
+        check(
+            "server.max_inflight_bytes",
+            self.server.max_inflight_bytes == next.server.max_inflight_bytes,
+        );
+        check(
+            "server.shutdown_timeout",
+            self.server.shutdown_timeout == next.server.shutdown_timeout,
+        );
+        let tls_files = |c: &Config| c.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
+        check("tls", tls_files(self) == tls_files(next));
+        let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+        check("admin.listen", admin_listen(self) == admin_listen(next));
+        check(
+            "verification.secret_env",
+            self.verification.secret == next.verification.secret,
+        );
+        check(
+            "verification.dns_resolver",
+            self.verification.dns_resolver == next.verification.dns_resolver,
+        );
+        changed
     }
 
     /// Looks up every secret the file names (`upstream.password_env`,
@@ -936,6 +989,7 @@ impl Source<'_> {
             ca_file_at,
             tls,
             tls_at,
+            source: std::sync::Arc::from(""),
         })
     }
 

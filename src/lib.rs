@@ -12,6 +12,7 @@ pub mod message;
 pub mod password;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod smtp;
 pub mod tls;

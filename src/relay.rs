@@ -2,11 +2,12 @@
 //! upstream, and every outcome turned into the client's reply.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::account::{Quotas, Throttle};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::message::{self, Message, Rewrite, Trace};
 use crate::password;
 use crate::policy::{Decision, Rejection, SenderLimit, is_mailbox_simulator};
@@ -26,27 +27,179 @@ pub const RCPT_LIMIT: usize = 1000;
 /// How long a failed SMTP AUTH waits before its reply: slows down password guessing.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(300);
 
-/// The configuration a message is judged against: one immutable snapshot.
+/// The configuration a message is judged against, and the upstream it then goes to: one
+/// immutable snapshot, taken once per message.
 struct Snapshot {
     config: Arc<Config>,
     session: Arc<SessionConfig>,
+    upstream: Arc<Upstream>,
 }
 
 /// The relay: the live configuration, the account's counters and the upstream.
 pub struct Relay {
     live: RwLock<Arc<Snapshot>>,
+    /// Held by whatever changes the configuration (an API write, a reload), so that there
+    /// is one path that swaps the snapshot and changes never race. It holds the file's text
+    /// as last looked at, applied or refused.
+    changes: tokio::sync::Mutex<Arc<str>>,
+    reloads: ReloadCounts,
     quotas: Quotas,
-    upstream: Upstream,
+}
+
+/// Reloads of the configuration file since start.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Why a reload left the running configuration as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(
+        "{path}: {} cannot change while sesrelay runs (restart it to apply); the running configuration is kept",
+        keys.join(", ")
+    )]
+    Fixed {
+        path: String,
+        keys: Vec<&'static str>,
+    },
+    #[error("{path}: the new upstream cannot be set up: {source}")]
+    Upstream {
+        path: String,
+        #[source]
+        source: UpstreamError,
+    },
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new configuration is live.
+    Applied,
+    /// The file reads as when it was last looked at: nothing to do.
+    Unchanged,
+}
+
+/// A hold on configuration changes ([`Relay::lock_changes`]).
+pub struct ChangeGuard<'a> {
+    relay: &'a Relay,
+    seen: tokio::sync::MutexGuard<'a, Arc<str>>,
+}
+
+impl ChangeGuard<'_> {
+    /// Makes `config` live: messages whose DATA ends from now on are judged against it and
+    /// go to its upstream (built anew only when `[upstream]` changed). Sessions keep the
+    /// settings they started with; messages in flight finish on their snapshot.
+    pub fn apply(&mut self, config: Config) -> Result<(), UpstreamError> {
+        let current = self.relay.current();
+        let upstream = if current.config.upstream == config.upstream {
+            Arc::clone(&current.upstream)
+        } else {
+            Arc::new(Upstream::new(&config.upstream)?)
+        };
+        *self.seen = Arc::from(config.source_text());
+        let next = Arc::new(snapshot(config, upstream));
+        let mut guard = self
+            .relay
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = next;
+        Ok(())
+    }
 }
 
 impl Relay {
     pub fn new(config: Config) -> Result<Relay, UpstreamError> {
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let seen = Arc::from(config.source_text());
         Ok(Relay {
-            live: RwLock::new(Arc::new(snapshot(config))),
+            live: RwLock::new(Arc::new(snapshot(config, upstream))),
+            changes: tokio::sync::Mutex::new(seen),
+            reloads: ReloadCounts::default(),
             quotas: Quotas::new(),
-            upstream,
         })
+    }
+
+    /// Waits for the other changes to finish and holds off new ones until dropped.
+    pub async fn lock_changes(&self) -> ChangeGuard<'_> {
+        ChangeGuard {
+            relay: self,
+            seen: self.changes.lock().await,
+        }
+    }
+
+    /// Reloads since start.
+    pub fn reload_counts(&self) -> &ReloadCounts {
+        &self.reloads
+    }
+
+    /// Reads the configuration file again and makes it live, or keeps the running one and
+    /// says why: an invalid file, a change to a key that cannot change while running
+    /// ([`Config::fixed_changes`]), an upstream that cannot be set up. Nothing is ever
+    /// half-applied. Unless `force`, a file that reads as it did when last looked at
+    /// (applied, or refused) is left alone: the directory watcher sees every write, the
+    /// API's own included.
+    pub async fn reload(&self, force: bool) -> Result<Reloaded, ReloadError> {
+        let mut changes = self.lock_changes().await;
+        let live = self.config();
+        let path = live.path.clone();
+        let shown = path.display().to_string();
+        let result = async {
+            let text =
+                tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|source| ConfigError::Read {
+                        path: shown.clone(),
+                        source,
+                    })?;
+            if !force && *text == **changes.seen {
+                return Ok(Reloaded::Unchanged);
+            }
+            *changes.seen = Arc::from(text.as_str());
+            // The secrets are the running configuration's (the environment of a running
+            // process does not change); a variable it does not know is read afresh.
+            let lookup = |var: &str| {
+                live.resolved_secret(var)
+                    .map(str::to_owned)
+                    .or_else(|| crate::config::env_lookup(var))
+            };
+            let next = Config::parse(&text, &path)?.resolve_secrets(&lookup)?;
+            next.check_files()?;
+            let keys = live.fixed_changes(&next);
+            if !keys.is_empty() {
+                return Err(ReloadError::Fixed {
+                    path: shown.clone(),
+                    keys,
+                });
+            }
+            changes
+                .apply(next)
+                .map_err(|source| ReloadError::Upstream {
+                    path: shown.clone(),
+                    source,
+                })?;
+            Ok(Reloaded::Applied)
+        }
+        .await;
+        match &result {
+            Ok(Reloaded::Applied) => {
+                self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %shown, "configuration reloaded");
+                for warning in self.config().warnings() {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Ok(Reloaded::Unchanged) => {}
+            Err(e) => {
+                self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "configuration not reloaded: the running one is kept");
+            }
+        }
+        result
     }
 
     /// Recipients counted against the account's 24-hour quota now (`SentLast24Hours`).
@@ -68,7 +221,7 @@ impl Relay {
     }
 }
 
-fn snapshot(config: Config) -> Snapshot {
+fn snapshot(config: Config, upstream: Arc<Upstream>) -> Snapshot {
     let session = SessionConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: config.server.max_message_size,
@@ -84,6 +237,7 @@ fn snapshot(config: Config) -> Snapshot {
     Snapshot {
         config: Arc::new(config),
         session: Arc::new(session),
+        upstream,
     }
 }
 
@@ -241,21 +395,11 @@ impl Refusal {
 }
 
 impl Relay {
-    /// Replaces the live configuration: messages whose DATA ends from now on are judged
-    /// against `config`. The upstream stays as it was built at start.
-    pub fn replace_config(&self, config: Config) {
-        let next = Arc::new(snapshot(config));
-        let mut guard = self
-            .live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *guard = next;
-    }
-
     /// Judges one message against the current configuration and forwards it; `Ok` holds
     /// the message id, given only once the upstream has accepted.
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
-        let config = self.config();
+        let snapshot = self.current();
+        let config = Arc::clone(&snapshot.config);
         let Submission {
             id,
             peer,
@@ -349,7 +493,7 @@ impl Relay {
         });
         let envelope = Envelope { mail_from, rcpt_to };
         let set = acceptance.configuration_set.as_deref().unwrap_or("-");
-        match self.upstream.deliver(&id, &envelope, forwarded).await {
+        match snapshot.upstream.deliver(&id, &envelope, forwarded).await {
             Ok(ack) => {
                 tracing::info!(
                     %id, %peer, protocol, user, from = %envelope.mail_from,
@@ -377,14 +521,15 @@ impl Relay {
         envelope: &Envelope,
         content: Vec<u8>,
     ) -> Result<String, DeliveryError> {
-        let id = new_message_id(&self.config().server.region);
+        let snapshot = self.current();
+        let id = new_message_id(&snapshot.config.server.region);
         let forwarded = Message::parse(content).forward(&Rewrite {
             received: "",
             configuration_set: None,
             tags: &[],
             strip_ses_headers: false,
         });
-        let result = self.upstream.deliver(&id, envelope, forwarded).await;
+        let result = snapshot.upstream.deliver(&id, envelope, forwarded).await;
         match &result {
             Ok(ack) => {
                 tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent")

@@ -120,6 +120,7 @@ impl Server {
             tracing::info!("listening for SMTP over implicit TLS on {addr}");
         }
         let watcher = self.tls.as_ref().map(|tls| tls.watch(RELOAD_INTERVAL));
+        let config_watcher = crate::reload::watch_config(Arc::clone(&self.relay), shutdown.clone());
         let admin = self.admin.map(|(listener, state)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening for the SES v2 API on {addr}");
@@ -146,6 +147,7 @@ impl Server {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
+        config_watcher.abort();
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),

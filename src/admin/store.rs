@@ -22,7 +22,6 @@ use crate::relay::Relay;
 pub struct Store {
     path: PathBuf,
     relay: Arc<Relay>,
-    lock: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -30,7 +29,6 @@ impl Store {
         Store {
             path: path.to_owned(),
             relay,
-            lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -40,7 +38,8 @@ impl Store {
         &self,
         change: impl FnOnce(&mut Editor<'_>, &Config) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let _one_at_a_time = self.lock.lock().await;
+        // One change at a time, API writes and reloads alike.
+        let mut changes = self.relay.lock_changes().await;
         let text = tokio::fs::read_to_string(&self.path)
             .await
             .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", self.path.display())))?;
@@ -67,6 +66,15 @@ impl Store {
                     "the change would make the configuration invalid: {e}"
                 ))
             })?;
+        // The file may hold a hand edit not yet reloaded; one that cannot apply live is
+        // refused here as a reload refuses it, never half-applied.
+        let fixed = live.fixed_changes(&next);
+        if !fixed.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "the configuration file changes {}, which cannot change while sesrelay runs: restart it first",
+                fixed.join(", ")
+            )));
+        }
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, new_text.as_bytes()))
             .await
@@ -74,7 +82,9 @@ impl Store {
             .map_err(|e| {
                 ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
             })?;
-        self.relay.replace_config(next);
+        changes
+            .apply(next)
+            .map_err(|e| ApiError::internal(format!("cannot set up the upstream: {e}")))?;
         Ok(result)
     }
 }
