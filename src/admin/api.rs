@@ -259,7 +259,8 @@ pub async fn create_email_identity(
         .await?;
     tracing::info!(identity = %name, "email identity created");
     if kind == IdentityKind::Address {
-        state.send_verification(&name, &token).await;
+        // In the background: the answer does not wait for the upstream.
+        state.send_verification(&name, &token);
     }
     Ok(Json(json!({
         "IdentityType": kind.ses_type(),

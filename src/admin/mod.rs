@@ -70,8 +70,17 @@ impl AdminState {
     }
 
     /// Sends the verification message for a new email-address identity, through the
-    /// upstream and not through the policy. A failure is logged: the identity stays pending.
-    pub async fn send_verification(&self, address: &str, nonce: &str) {
+    /// upstream and not through the policy, in the background: create-email-identity
+    /// answers at once, however slow the upstream (a slow answer made the SDKs retry, and
+    /// the retry failed with AlreadyExists). A failure is logged: the identity stays
+    /// pending, and deleting and creating it again sends a new message.
+    pub fn send_verification(&self, address: &str, nonce: &str) {
+        let state = self.clone();
+        let (address, nonce) = (address.to_owned(), nonce.to_owned());
+        tokio::spawn(async move { state.deliver_verification(&address, &nonce).await });
+    }
+
+    async fn deliver_verification(&self, address: &str, nonce: &str) {
         let config = self.relay.config();
         let Some(message) = self
             .verifier
@@ -84,6 +93,7 @@ impl AdminState {
             mail_from: config.verification.sender.clone(),
             rcpt_to: vec![address.to_owned()],
         };
+        // send_direct logs the delivery either way.
         if let Err(e) = self.relay.send_direct(&envelope, message).await {
             tracing::warn!(%address, error = %e, "verification message not sent");
         }
