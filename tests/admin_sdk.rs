@@ -1,11 +1,16 @@
-//! The API as the AWS SDKs use it, over real sockets on 127.0.0.1: clients with short
-//! timeouts (create-email-identity answers before the verification message is sent).
+//! The API as the AWS SDKs use it, over real sockets on 127.0.0.1: retries that resend one
+//! `amz-sdk-invocation-id` (send-email answers them from the first attempt and delivers
+//! once), clients with short timeouts (create-email-identity answers before the
+//! verification message is sent).
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Capture, Script};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sesrelay::config::Config;
@@ -67,6 +72,163 @@ verified = true
             .expect("stops")
             .unwrap();
     }
+
+    /// send-email with `body`, with the invocation id the SDKs send when given: the
+    /// status, the `x-amzn-ErrorType` and the JSON body.
+    async fn send(&self, body: &Value, invocation: Option<&str>) -> (u16, String, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v2/email/outbound-emails", self.base))
+            .json(body);
+        if let Some(id) = invocation {
+            req = req.header("amz-sdk-invocation-id", id);
+        }
+        let resp = req.send().await.expect("send-email answers");
+        let status = resp.status().as_u16();
+        let code = resp
+            .headers()
+            .get("x-amzn-ErrorType")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = resp.json().await.expect("a JSON body");
+        (status, code, body)
+    }
+
+    /// send-email that must succeed; its MessageId.
+    async fn sent(&self, body: &Value, invocation: Option<&str>) -> String {
+        let (status, code, answer) = self.send(body, invocation).await;
+        assert_eq!(status, 200, "{code} {answer}");
+        answer["MessageId"].as_str().unwrap().to_owned()
+    }
+}
+
+fn simple(from: &str, to: &str, subject: &str) -> Value {
+    json!({
+        "FromEmailAddress": from,
+        "Destination": {"ToAddresses": [to]},
+        "Content": {"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": "Hi"}}}},
+    })
+}
+
+/// A port on 127.0.0.1 with nothing listening on it (yet).
+fn vacant_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// send-email is idempotent on amz-sdk-invocation-id.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_invocation_id_is_one_delivery() {
+    let upstream = Capture::start(Script::default()).await;
+    let api = Api::start(&upstream.url()).await;
+    let hello = simple("sender@example.com", "bob@example.net", "hello");
+
+    // An SDK's retry: the same id, the same body. One delivery, one MessageId.
+    let first = api.sent(&hello, Some("inv-0001")).await;
+    let again = api.sent(&hello, Some("inv-0001")).await;
+    assert_eq!(first, again);
+    upstream.wait_for(1).await;
+
+    // Another call (another id) is another message.
+    let other = api.sent(&hello, Some("inv-0002")).await;
+    assert_ne!(other, first);
+    upstream.wait_for(2).await;
+
+    // The id reused with another body is another call too, not answered with the first's
+    // MessageId.
+    let changed = simple("sender@example.com", "bob@example.net", "changed");
+    let reused = api.sent(&changed, Some("inv-0001")).await;
+    assert_ne!(reused, first);
+    upstream.wait_for(3).await;
+
+    // Without the header, every request sends.
+    let plain_1 = api.sent(&hello, None).await;
+    let plain_2 = api.sent(&hello, None).await;
+    assert_ne!(plain_1, plain_2);
+    upstream.wait_for(5).await;
+
+    // A refusal is an answer too: the retry gets the same error, and nothing is sent.
+    let unverified = simple("nobody@unverified.test", "bob@example.net", "x");
+    let refused = api.send(&unverified, Some("inv-0003")).await;
+    assert_eq!(
+        (refused.0, refused.1.as_str()),
+        (400, "MessageRejected"),
+        "{refused:?}"
+    );
+    assert_eq!(api.send(&unverified, Some("inv-0003")).await, refused);
+
+    let subjects: Vec<String> = upstream
+        .messages()
+        .iter()
+        .map(|m| common::header(&m.content, "Subject").join(""))
+        .collect();
+    assert_eq!(subjects, ["hello", "hello", "changed", "hello", "hello"]);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_during_the_first_attempt_waits_for_its_answer() {
+    // The upstream holds its answer to the first message for 1.5 s: the SDK's retry
+    // arrives while the first attempt is still delivering.
+    let upstream = Capture::start(Script {
+        slow_first_reply: Some(Duration::from_millis(1500)),
+        ..Script::default()
+    })
+    .await;
+    let api = Arc::new(Api::start(&upstream.url()).await);
+    let hello = simple("sender@example.com", "bob@example.net", "slow");
+    let first = {
+        let (api, hello) = (Arc::clone(&api), hello.clone());
+        tokio::spawn(async move { api.send(&hello, Some("inv-slow")).await })
+    };
+    upstream.wait_for(1).await;
+    assert!(!first.is_finished(), "the upstream has not answered yet");
+    let started = Instant::now();
+    let retries: Vec<_> = (0..2)
+        .map(|_| {
+            let (api, hello) = (Arc::clone(&api), hello.clone());
+            tokio::spawn(async move { api.send(&hello, Some("inv-slow")).await })
+        })
+        .collect();
+    let first = first.await.unwrap();
+    assert_eq!(first.0, 200, "{first:?}");
+    for retry in retries {
+        assert_eq!(retry.await.unwrap(), first);
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "the retries waited for the first attempt"
+    );
+    // Later retries get the answer at once.
+    let late = api.send(&hello, Some("inv-slow")).await;
+    assert_eq!(late, first);
+    assert_eq!(upstream.messages().len(), 1, "one delivery in all");
+    Arc::into_inner(api).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_transient_failure_sends() {
+    // Nothing listens where the upstream should be: the first attempt fails, retryably.
+    let addr = vacant_port();
+    let api = Api::start(&format!("smtp://{addr}?tls=none")).await;
+    let hello = simple("sender@example.com", "bob@example.net", "retried");
+    let (status, code, body) = api.send(&hello, Some("inv-transient")).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "ServiceUnavailable"),
+        "{body}"
+    );
+    // The upstream is back; the SDK retries with the same id, and this time it is sent.
+    let upstream = Capture::start_on(&addr.to_string(), Script::default(), None).await;
+    let id = api.sent(&hello, Some("inv-transient")).await;
+    assert_eq!(api.sent(&hello, Some("inv-transient")).await, id);
+    upstream.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(upstream.messages().len(), 1);
+    api.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------

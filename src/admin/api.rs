@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::error::ApiError;
+use super::idempotency::{self, Claim};
 use super::verification::LinkError;
 use crate::config::{self, IdentityKind, Verification};
 use crate::policy::{Rejection, is_valid_configuration_set_name};
@@ -712,12 +714,62 @@ fn refusal_error(refusal: Refusal) -> ApiError {
     }
 }
 
+/// SendEmail. With the SDKs' `amz-sdk-invocation-id` header it is idempotent
+/// ([`idempotency`]): the first attempt of a call runs (in a task of its own, so that a
+/// client giving up does not cut a delivery short), every other attempt gets its answer.
 pub async fn send_email(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: SendEmailRequest = parse(&body)?;
+    let answer = match idempotency::invocation_id(&headers) {
+        None => send_once(&state, peer, &body).await,
+        Some(invocation) => {
+            let key = idempotency::key(invocation, &body).await;
+            match state.send_email_calls.claim(key) {
+                Claim::First(pending) => {
+                    let task = tokio::spawn(async move {
+                        let answer = send_once(&state, peer, &body).await;
+                        pending.finish(answer.clone(), kept(&answer));
+                        answer
+                    });
+                    task.await.unwrap_or_else(|_| {
+                        Err(ApiError::internal("send-email failed inside sesrelay."))
+                    })
+                }
+                Claim::Retry(first) => {
+                    tracing::info!(
+                        invocation_id = %invocation.chars().take(64).collect::<String>(),
+                        "send-email retry: answered with the first attempt's answer"
+                    );
+                    first.wait().await.unwrap_or_else(|| {
+                        Err(ApiError::service_unavailable(
+                            "The first attempt of this call ended without an answer; try again.",
+                        ))
+                    })
+                }
+            }
+        }
+    };
+    answer.map(|id| Json(json!({ "MessageId": id })).into_response())
+}
+
+/// Whether a send-email answer is kept for the call's later attempts: all but the
+/// retryable failures (5xx, and 429 throttling), so that a retry after a transient
+/// failure sends for real.
+fn kept(answer: &Result<String, ApiError>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(e) => {
+            !(e.status.is_server_error() || e.status == axum::http::StatusCode::TOO_MANY_REQUESTS)
+        }
+    }
+}
+
+/// One send: the request read, checked and submitted; the MessageId or the error.
+async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result<String, ApiError> {
+    let req: SendEmailRequest = parse(body)?;
     let config = state.relay.config();
     let destination = req.destination.unwrap_or_default();
     let from = req
@@ -812,10 +864,7 @@ pub async fn send_email(
         configuration_set: req.configuration_set_name,
         tags,
     };
-    match state.relay.submit(submission).await {
-        Ok(id) => Ok(Json(json!({ "MessageId": id })).into_response()),
-        Err(refusal) => Err(refusal_error(refusal)),
-    }
+    state.relay.submit(submission).await.map_err(refusal_error)
 }
 
 // ---------------------------------------------------------------------------------------

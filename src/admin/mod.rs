@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod error;
+pub mod idempotency;
 pub mod sigv4;
 pub mod store;
 pub mod verification;
@@ -46,6 +47,9 @@ pub struct Inner {
     pub relay: Arc<Relay>,
     pub store: Store,
     pub verifier: Verifier,
+    /// send-email's answers by call (`amz-sdk-invocation-id` and body), for the SDKs'
+    /// retries.
+    pub send_email_calls: idempotency::Cache<Result<String, ApiError>>,
 }
 
 impl std::ops::Deref for AdminState {
@@ -65,6 +69,10 @@ impl AdminState {
                 relay,
                 store,
                 verifier,
+                send_email_calls: idempotency::Cache::new(
+                    idempotency::WINDOW,
+                    idempotency::CAPACITY,
+                ),
             }),
         })
     }
