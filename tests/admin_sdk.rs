@@ -1,7 +1,8 @@
 //! The API as the AWS SDKs use it, over real sockets on 127.0.0.1: retries that resend one
 //! `amz-sdk-invocation-id` (send-email answers them from the first attempt and delivers
 //! once), clients with short timeouts (create-email-identity answers before the
-//! verification message is sent).
+//! verification message is sent), display names in RFC 2047 encoded-words, and SES v1
+//! (Query) requests, answered in v1's XML error shape.
 
 mod common;
 
@@ -289,5 +290,53 @@ async fn create_email_identity_answers_while_the_upstream_stalls() {
         assert!(Instant::now() < deadline, "no delivery was attempted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    api.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Display names in RFC 2047 encoded-words.
+// ---------------------------------------------------------------------------------------
+
+/// The base64 of the one `=?utf-8?b?...?=` word in `value`, decoded (lettre's encoding
+/// of a non-ASCII name); panics when there is not exactly one such word.
+fn one_b_word(value: &str) -> String {
+    use base64::Engine as _;
+    let lower = value.to_ascii_lowercase();
+    assert_eq!(
+        lower.matches("=?").count(),
+        1,
+        "one encoded-word in {value:?}"
+    );
+    let start = lower.find("=?utf-8?b?").expect("a UTF-8 B word") + "=?utf-8?b?".len();
+    let end = start + value[start..].find("?=").unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&value[start..end])
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn encoded_display_names_are_encoded_once() {
+    let upstream = Capture::start(Script::default()).await;
+    let api = Api::start(&upstream.url()).await;
+    let mut req = simple(
+        "=?UTF-8?B?w4lsaXNl?= <sender@example.com>",
+        "=?utf-8?Q?Bj=C3=B6rn?= <bjorn@example.net>",
+        "names",
+    );
+    req["ReplyToAddresses"] = json!(["=?UTF-8?B?Sm9lIEJsb2dncw==?= <joe@example.com>"]);
+    api.sent(&req, None).await;
+    let message = &upstream.wait_for(1).await[0];
+    let from = common::header(&message.content, "From").join("");
+    assert_eq!(one_b_word(&from), "\u{c9}lise", "{from}");
+    assert!(from.ends_with(" <sender@example.com>"), "{from}");
+    let to = common::header(&message.content, "To").join("");
+    assert_eq!(one_b_word(&to), "Bj\u{f6}rn", "{to}");
+    // An ASCII name needs no encoding at all (lettre quotes it).
+    assert_eq!(
+        common::header(&message.content, "Reply-To"),
+        ["\"Joe Bloggs\" <joe@example.com>"]
+    );
+    assert_eq!(message.rcpt_to, ["bjorn@example.net"]);
     api.stop().await;
 }

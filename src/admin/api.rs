@@ -2,6 +2,7 @@
 //! (`reference/sesv2-model-subset.json`), so that `aws sesv2 --endpoint-url ...` parses every
 //! answer and prints SES's own messages.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -22,6 +23,7 @@ use super::error::ApiError;
 use super::idempotency::{self, Claim};
 use super::verification::LinkError;
 use crate::config::{self, IdentityKind, Verification};
+use crate::message::encoded_word;
 use crate::policy::{Rejection, is_valid_configuration_set_name};
 use crate::relay::{Refusal, Submission};
 use crate::upstream::DeliveryError;
@@ -580,11 +582,22 @@ struct SendEmailRequest {
     configuration_set_name: Option<String>,
 }
 
-/// `Name <addr>` or `addr` → the bare address, checked: an ASCII address an SMTP
-/// upstream takes ([`config::is_address`]), so that delivery never fails on it later.
+/// `Name <addr>` or `addr` → the mailbox and the bare address, checked: an ASCII address
+/// an SMTP upstream takes ([`config::is_address`]), so that delivery never fails on it
+/// later. A display name in RFC 2047 encoded-words (`=?UTF-8?B?w4lsaXNl?=`, as SES's
+/// documentation tells callers to write a non-ASCII one) is decoded here, so that lettre
+/// encodes it once when it writes the header, not a second time.
 fn address_of(text: &str) -> Result<(lettre::message::Mailbox, String), ApiError> {
-    let mailbox: lettre::message::Mailbox =
+    let mut mailbox: lettre::message::Mailbox =
         text.trim().parse().map_err(|_| invalid_address(text))?;
+    if let Some(name) = &mailbox.name
+        && let Cow::Owned(decoded) = encoded_word::decode(name)
+    {
+        if decoded.chars().any(char::is_control) {
+            return Err(invalid_address(text));
+        }
+        mailbox.name = Some(decoded);
+    }
     let bare = mailbox.email.to_string();
     checked_address(&bare)?;
     Ok((mailbox, bare))
