@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
@@ -728,8 +729,9 @@ fn refusal_error(refusal: Refusal) -> ApiError {
 }
 
 /// SendEmail. With the SDKs' `amz-sdk-invocation-id` header it is idempotent
-/// ([`idempotency`]): the first attempt of a call runs (in a task of its own, so that a
-/// client giving up does not cut a delivery short), every other attempt gets its answer.
+/// ([`idempotency`]): the first attempt of a call runs, in a task of its own so that a
+/// client giving up does not cut a delivery short (at most `detached_sends` at once);
+/// every other attempt gets its answer, waiting for it if need be.
 pub async fn send_email(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -742,7 +744,12 @@ pub async fn send_email(
             let key = idempotency::key(invocation, &body).await;
             match state.send_email_calls.claim(key) {
                 Claim::First(pending) => {
+                    let slot = Arc::clone(&state.detached_sends)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| ApiError::internal("send-email failed inside sesrelay."))?;
                     let task = tokio::spawn(async move {
+                        let _slot = slot;
                         let answer = send_once(&state, peer, &body).await;
                         pending.finish(answer.clone(), kept(&answer));
                         answer
@@ -754,7 +761,7 @@ pub async fn send_email(
                 Claim::Retry(first) => {
                     tracing::info!(
                         invocation_id = %invocation.chars().take(64).collect::<String>(),
-                        "send-email retry: answered with the first attempt's answer"
+                        "send-email retry of a call already seen: it gets the first attempt's answer"
                     );
                     first.wait().await.unwrap_or_else(|| {
                         Err(ApiError::service_unavailable(

@@ -50,6 +50,10 @@ pub struct Inner {
     /// send-email's answers by call (`amz-sdk-invocation-id` and body), for the SDKs'
     /// retries.
     pub send_email_calls: idempotency::Cache<Result<String, ApiError>>,
+    /// The send-email first attempts running detached from their connections (so that a
+    /// client giving up does not cut a delivery short): at most as many as the listener
+    /// holds connections, so that the sends in flight stay bounded as they were.
+    pub detached_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AdminState {
@@ -73,6 +77,9 @@ impl AdminState {
                     idempotency::WINDOW,
                     idempotency::CAPACITY,
                 ),
+                detached_sends: Arc::new(tokio::sync::Semaphore::new(
+                    crate::fdlimit::admin_connection_cap(crate::fdlimit::nofile_limit()),
+                )),
             }),
         })
     }
