@@ -340,3 +340,109 @@ async fn encoded_display_names_are_encoded_once() {
     assert_eq!(message.rcpt_to, ["bjorn@example.net"]);
     api.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// SES v1 (Query) requests get v1's XML error.
+// ---------------------------------------------------------------------------------------
+
+/// A form posted to `path` with `authorization` (none when empty): the status, the
+/// Content-Type, the `x-amzn-RequestId` and the body.
+async fn post_form(
+    api: &Api,
+    path: &str,
+    authorization: &str,
+    form: &str,
+) -> (u16, String, String, String) {
+    let mut req = api
+        .http
+        .post(format!("{}{path}", api.base))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(form.to_owned());
+    if !authorization.is_empty() {
+        req = req.header("authorization", authorization);
+    }
+    let resp = req.send().await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (content_type, request_id) = (header("content-type"), header("x-amzn-RequestId"));
+    let status = resp.status().as_u16();
+    (status, content_type, request_id, resp.text().await.unwrap())
+}
+
+/// What the aws CLI and boto3 send (without access keys, any well-formed signature passes).
+const V1_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000";
+
+#[tokio::test]
+async fn v1_query_requests_get_v1s_xml_error() {
+    let upstream = Capture::start(Script::default()).await;
+    let api = Api::start(&upstream.url()).await;
+    let raw = "RnJvbTogc2VuZGVyQGV4YW1wbGUuY29tDQpUbzogYm9iQGV4YW1wbGUubmV0DQoNCmhp";
+    let form = format!(
+        "Action=SendRawEmail&RawMessage.Data={}&Version=2010-12-01",
+        raw.replace('=', "%3D")
+    );
+    let (status, content_type, request_id, body) =
+        post_form(&api, "/", V1_AUTHORIZATION, &form).await;
+    assert_eq!((status, content_type.as_str()), (400, "text/xml"), "{body}");
+    assert!(uuid::Uuid::parse_str(&request_id).is_ok(), "{request_id:?}");
+    assert_eq!(
+        body,
+        format!(
+            "<ErrorResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\">\n  <Error>\n    <Type>Sender</Type>\n    <Code>InvalidAction</Code>\n    <Message>Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=SendRawEmail) is not available.</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n"
+        )
+    );
+
+    // No Action at all.
+    let (status, _, request_id, body) =
+        post_form(&api, "/", V1_AUTHORIZATION, "Version=2010-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("<Code>MissingAction</Code>"), "{body}");
+    assert!(
+        body.contains(&format!("<RequestId>{request_id}</RequestId>")),
+        "{body}"
+    );
+
+    // Unsigned, a v1 request is refused before anything else, in v1's shape too.
+    let (status, content_type, request_id, body) = post_form(&api, "/", "", &form).await;
+    assert_eq!((status, content_type.as_str()), (403, "text/xml"), "{body}");
+    assert!(
+        body.contains("<Code>MissingAuthenticationToken</Code>\n    <Message>Request is missing Authentication Token</Message>"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("<RequestId>{request_id}</RequestId>")),
+        "{body}"
+    );
+
+    // A form posted anywhere else is no v1 request: the v2 API's refusal, in JSON.
+    let (status, content_type, _, body) =
+        post_form(&api, "/v2/email/outbound-emails", V1_AUTHORIZATION, &form).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (415, "application/json"),
+        "{body}"
+    );
+    // JSON posted to `/` is no operation of either API.
+    let resp = api
+        .http
+        .post(format!("{}/", api.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        resp.headers()["x-amzn-ErrorType"],
+        "UnknownOperationException"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(upstream.messages().is_empty(), "nothing was sent");
+    api.stop().await;
+}
