@@ -187,6 +187,25 @@ impl Api {
         Api::start_in(dir).await
     }
 
+    /// Waits (at most 10 s) until the outbox holds `n` messages; they, in name order.
+    /// Verification messages are sent in the background, after create-email-identity has
+    /// answered.
+    async fn wait_messages(&self, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n {
+                return messages;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} messages in the outbox, found {}",
+                messages.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn messages(&self) -> Vec<String> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.outbox())
             .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -794,7 +813,7 @@ fn link_path(message: &str) -> String {
 async fn verification_links_verify_and_nothing_else_does() {
     let api = Api::start("\n[verification]\nsender = \"verify@relay.example\"\n").await;
     api.create_identity("joe@example.com", None).await;
-    let messages = api.messages();
+    let messages = api.wait_messages(1).await;
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
     assert!(

@@ -146,6 +146,7 @@ fn assert_set(dump: &str, set: &str) {
 
 /// One run of the aws CLI.
 struct CliOut {
+    service: &'static str,
     code: Option<i32>,
     stdout: String,
     stderr: String,
@@ -156,7 +157,8 @@ impl std::fmt::Display for CliOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "aws sesv2 {}\nexit code: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            "aws {} {}\nexit code: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.service,
             self.args.join(" "),
             self.code,
             self.stdout,
@@ -173,7 +175,13 @@ struct Aws {
 }
 
 impl Aws {
+    /// `aws sesv2 ARGS`.
     fn run(&self, args: &[&str]) -> CliOut {
+        self.run_service("sesv2", args)
+    }
+
+    /// `aws SERVICE ARGS` (`ses` is the v1 API).
+    fn run_service(&self, service: &'static str, args: &[&str]) -> CliOut {
         let mut cmd = Command::new(&self.bin);
         // Nothing of the user's own AWS setup may reach the CLI.
         for (name, _) in std::env::vars_os() {
@@ -189,12 +197,13 @@ impl Aws {
             .env("AWS_PAGER", "")
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .args(["sesv2", "--endpoint-url", &self.endpoint])
+            .args([service, "--endpoint-url", &self.endpoint])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("the aws CLI runs");
         CliOut {
+            service,
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -216,7 +225,19 @@ impl Aws {
     /// Runs a command that must fail as a service error with `code` and `message`, the
     /// way the CLI prints SES's errors.
     fn fails(&self, args: &[&str], operation: &str, code: &str, message: &str) -> CliOut {
-        let out = self.run(args);
+        self.fails_in("sesv2", args, operation, code, message)
+    }
+
+    /// [`Aws::fails`] for `aws SERVICE ARGS`.
+    fn fails_in(
+        &self,
+        service: &'static str,
+        args: &[&str],
+        operation: &str,
+        code: &str,
+        message: &str,
+    ) -> CliOut {
+        let out = self.run_service(service, args);
         assert!(
             matches!(out.code, Some(254 | 255)),
             "expected exit code 254 or 255:\n{out}"
@@ -736,6 +757,14 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         "NotFoundException",
         "Email identity <joe+x@example.com> does not exist.",
     );
+    // A v1 request is judged by its signature too, and refused in v1's shape.
+    signed.fails_in(
+        "ses",
+        &["send-raw-email", "--raw-message", "Data=signed"],
+        "SendRawEmail",
+        "InvalidAction",
+        V1_INVALID_SEND_RAW_EMAIL,
+    );
     let wrong_secret = Aws {
         bin: bin.clone(),
         endpoint: endpoint.clone(),
@@ -745,6 +774,13 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         &["list-configuration-sets"],
         "ListConfigurationSets",
         "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided.",
+    );
+    wrong_secret.fails_in(
+        "ses",
+        &["send-raw-email", "--raw-message", "Data=forged"],
+        "SendRawEmail",
+        "SignatureDoesNotMatch",
         "The request signature we calculated does not match the signature you provided.",
     );
     let unknown = Aws {
@@ -762,7 +798,74 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         "UnrecognizedClientException",
         "The security token included in the request is invalid.",
     );
+    unknown.fails_in(
+        "ses",
+        &["list-identities"],
+        "ListIdentities",
+        "InvalidClientTokenId",
+        "The security token included in the request is invalid.",
+    );
     assert!(!std::fs::read_to_string(&config).unwrap().contains("nope"));
+    assert!(
+        !dir.path().join("outbox").exists()
+            || std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no v1 request sent anything"
+    );
+}
+
+/// What `aws ses send-raw-email` prints after "... SendRawEmail operation: ".
+const V1_INVALID_SEND_RAW_EMAIL: &str = "Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=SendRawEmail) is not available.";
+
+/// `aws ses` speaks the v1 (Query) API: its requests get v1's XML error, which it reports
+/// as SES's own, and nothing is sent.
+#[test]
+fn v1_commands_of_the_cli_get_v1s_invalid_action() {
+    let bin = aws_cli();
+    let dir = tempfile::tempdir().unwrap();
+    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("sesrelay.toml");
+    let outbox = dir.path().join("outbox");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"{smtp}\"]\n\n[admin]\nlisten = \"{admin}\"\n\n\
+             [upstream]\nurl = \"dir:{}\"\n\n[identities.\"example.com\"]\nverified = true\n",
+            outbox.display()
+        ),
+    )
+    .unwrap();
+    let _relay = sesrelay(&config, &[], &[admin]);
+    let aws = Aws {
+        bin,
+        endpoint: format!("http://{admin}"),
+        key: ("AKIDANY", "any-secret"),
+    };
+    aws.fails_in(
+        "ses",
+        &[
+            "send-raw-email",
+            "--raw-message",
+            "Data=From: sender@example.com",
+            "--destinations",
+            "bob@example.net",
+        ],
+        "SendRawEmail",
+        "InvalidAction",
+        V1_INVALID_SEND_RAW_EMAIL,
+    );
+    aws.fails_in(
+        "ses",
+        &["get-send-quota"],
+        "GetSendQuota",
+        "InvalidAction",
+        "Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=GetSendQuota) is not available.",
+    );
+    let nothing = !outbox.exists() || std::fs::read_dir(&outbox).unwrap().next().is_none();
+    assert!(nothing, "a v1 request sent something");
 }
 
 /// `[account]` with the aws CLI: get-account's figures, send-email's quota and sandbox

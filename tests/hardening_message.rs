@@ -161,6 +161,27 @@ async fn unverified_mailboxes_are_listed_as_javamail_prints_them() {
     relay.stop().await;
 }
 
+/// SPEC 3: a display name in RFC 2047 encoded-words is listed decoded (adjacent words
+/// joined without their white space); what is not ASCII shows as `?` in the 7-bit reply.
+#[tokio::test]
+async fn encoded_display_names_are_listed_decoded() {
+    let (relay, upstream) = relay_with_capture().await;
+    let mut c = Client::ready(relay.addr).await;
+    let reply = c
+        .mail(
+            "joe@unverified.test",
+            &["r@example.net"],
+            b"From: =?UTF-8?B?Sm9lIEJsb2dncw==?= <joe@unverified.test>,\r\n =?utf-8?Q?=C3=89lise?=\r\n =?ISO-8859-1?Q?_L=E9e?= <elise@unverified.test>, =?UTF-8?Q?Bloggs=2C_Ann?= <ann@unverified.test>\r\n\r\nbody\r\n",
+        )
+        .await;
+    assert_eq!(
+        reply,
+        "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: Joe Bloggs <joe@unverified.test>, ?lise L?e <elise@unverified.test>, \"Bloggs, Ann\" <ann@unverified.test>"
+    );
+    assert!(upstream.messages().is_empty());
+    relay.stop().await;
+}
+
 /// Defect 6: a mailbox that still cannot be read fails the message; Return-Path is checked.
 #[tokio::test]
 async fn unreadable_mailboxes_fail_and_return_path_is_checked() {

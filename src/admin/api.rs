@@ -2,13 +2,16 @@
 //! (`reference/sesv2-model-subset.json`), so that `aws sesv2 --endpoint-url ...` parses every
 //! answer and prints SES's own messages.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,9 +21,11 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::error::ApiError;
+use super::idempotency::{self, Claim};
 use super::verification::LinkError;
 use crate::account::Throttle;
 use crate::config::{self, IdentityKind, Verification};
+use crate::message::encoded_word;
 use crate::policy::{Rejection, is_valid_configuration_set_name};
 use crate::relay::{Refusal, Submission};
 use crate::upstream::DeliveryError;
@@ -260,7 +265,8 @@ pub async fn create_email_identity(
         .await?;
     tracing::info!(identity = %name, "email identity created");
     if kind == IdentityKind::Address {
-        state.send_verification(&name, &token).await;
+        // In the background: the answer does not wait for the upstream.
+        state.send_verification(&name, &token);
     }
     Ok(Json(json!({
         "IdentityType": kind.ses_type(),
@@ -625,11 +631,22 @@ struct SendEmailRequest {
     configuration_set_name: Option<String>,
 }
 
-/// `Name <addr>` or `addr` → the bare address, checked: an ASCII address an SMTP
-/// upstream takes ([`config::is_address`]), so that delivery never fails on it later.
+/// `Name <addr>` or `addr` → the mailbox and the bare address, checked: an ASCII address
+/// an SMTP upstream takes ([`config::is_address`]), so that delivery never fails on it
+/// later. A display name in RFC 2047 encoded-words (`=?UTF-8?B?w4lsaXNl?=`, as SES's
+/// documentation tells callers to write a non-ASCII one) is decoded here, so that lettre
+/// encodes it once when it writes the header, not a second time.
 fn address_of(text: &str) -> Result<(lettre::message::Mailbox, String), ApiError> {
-    let mailbox: lettre::message::Mailbox =
+    let mut mailbox: lettre::message::Mailbox =
         text.trim().parse().map_err(|_| invalid_address(text))?;
+    if let Some(name) = &mailbox.name
+        && let Cow::Owned(decoded) = encoded_word::decode(name)
+    {
+        if decoded.chars().any(char::is_control) {
+            return Err(invalid_address(text));
+        }
+        mailbox.name = Some(decoded);
+    }
     let bare = mailbox.email.to_string();
     checked_address(&bare)?;
     Ok((mailbox, bare))
@@ -767,12 +784,68 @@ fn refusal_error(refusal: Refusal) -> ApiError {
     }
 }
 
+/// SendEmail. With the SDKs' `amz-sdk-invocation-id` header it is idempotent
+/// ([`idempotency`]): the first attempt of a call runs, in a task of its own so that a
+/// client giving up does not cut a delivery short (at most `detached_sends` at once);
+/// every other attempt gets its answer, waiting for it if need be.
 pub async fn send_email(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: SendEmailRequest = parse(&body)?;
+    let answer = match idempotency::invocation_id(&headers) {
+        None => send_once(&state, peer, &body).await,
+        Some(invocation) => {
+            let key = idempotency::key(invocation, &body).await;
+            match state.send_email_calls.claim(key) {
+                Claim::First(pending) => {
+                    let slot = Arc::clone(&state.detached_sends)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| ApiError::internal("send-email failed inside sesrelay."))?;
+                    let task = tokio::spawn(async move {
+                        let _slot = slot;
+                        let answer = send_once(&state, peer, &body).await;
+                        pending.finish(answer.clone(), kept(&answer));
+                        answer
+                    });
+                    task.await.unwrap_or_else(|_| {
+                        Err(ApiError::internal("send-email failed inside sesrelay."))
+                    })
+                }
+                Claim::Retry(first) => {
+                    tracing::info!(
+                        invocation_id = %invocation.chars().take(64).collect::<String>(),
+                        "send-email retry of a call already seen: it gets the first attempt's answer"
+                    );
+                    first.wait().await.unwrap_or_else(|| {
+                        Err(ApiError::service_unavailable(
+                            "The first attempt of this call ended without an answer; try again.",
+                        ))
+                    })
+                }
+            }
+        }
+    };
+    answer.map(|id| Json(json!({ "MessageId": id })).into_response())
+}
+
+/// Whether a send-email answer is kept for the call's later attempts: all but the
+/// retryable failures (5xx, and 429 throttling), so that a retry after a transient
+/// failure sends for real.
+fn kept(answer: &Result<String, ApiError>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(e) => {
+            !(e.status.is_server_error() || e.status == axum::http::StatusCode::TOO_MANY_REQUESTS)
+        }
+    }
+}
+
+/// One send: the request read, checked and submitted; the MessageId or the error.
+async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result<String, ApiError> {
+    let req: SendEmailRequest = parse(body)?;
     let config = state.relay.config();
     let destination = req.destination.unwrap_or_default();
     let from = req
@@ -867,10 +940,7 @@ pub async fn send_email(
         configuration_set: req.configuration_set_name,
         tags,
     };
-    match state.relay.submit(submission).await {
-        Ok(id) => Ok(Json(json!({ "MessageId": id })).into_response()),
-        Err(refusal) => Err(refusal_error(refusal)),
-    }
+    state.relay.submit(submission).await.map_err(refusal_error)
 }
 
 // ---------------------------------------------------------------------------------------

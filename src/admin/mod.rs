@@ -11,8 +11,10 @@
 
 pub mod api;
 pub mod error;
+pub mod idempotency;
 pub mod sigv4;
 pub mod store;
+pub mod v1;
 pub mod verification;
 
 use std::net::SocketAddr;
@@ -46,6 +48,13 @@ pub struct Inner {
     pub relay: Arc<Relay>,
     pub store: Store,
     pub verifier: Verifier,
+    /// send-email's answers by call (`amz-sdk-invocation-id` and body), for the SDKs'
+    /// retries.
+    pub send_email_calls: idempotency::Cache<Result<String, ApiError>>,
+    /// The send-email first attempts running detached from their connections (so that a
+    /// client giving up does not cut a delivery short): at most as many as the listener
+    /// holds connections, so that the sends in flight stay bounded as they were.
+    pub detached_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AdminState {
@@ -65,13 +74,29 @@ impl AdminState {
                 relay,
                 store,
                 verifier,
+                send_email_calls: idempotency::Cache::new(
+                    idempotency::WINDOW,
+                    idempotency::CAPACITY,
+                ),
+                detached_sends: Arc::new(tokio::sync::Semaphore::new(
+                    crate::fdlimit::admin_connection_cap(crate::fdlimit::nofile_limit()),
+                )),
             }),
         })
     }
 
     /// Sends the verification message for a new email-address identity, through the
-    /// upstream and not through the policy. A failure is logged: the identity stays pending.
-    pub async fn send_verification(&self, address: &str, nonce: &str) {
+    /// upstream and not through the policy, in the background: create-email-identity
+    /// answers at once, however slow the upstream (a slow answer made the SDKs retry, and
+    /// the retry failed with AlreadyExists). A failure is logged: the identity stays
+    /// pending, and deleting and creating it again sends a new message.
+    pub fn send_verification(&self, address: &str, nonce: &str) {
+        let state = self.clone();
+        let (address, nonce) = (address.to_owned(), nonce.to_owned());
+        tokio::spawn(async move { state.deliver_verification(&address, &nonce).await });
+    }
+
+    async fn deliver_verification(&self, address: &str, nonce: &str) {
         let config = self.relay.config();
         let Some(message) = self
             .verifier
@@ -84,6 +109,7 @@ impl AdminState {
             mail_from: config.verification.sender.clone(),
             rcpt_to: vec![address.to_owned()],
         };
+        // send_direct logs the delivery either way.
         if let Err(e) = self.relay.send_direct(&envelope, message).await {
             tracing::warn!(%address, error = %e, "verification message not sent");
         }
@@ -178,6 +204,8 @@ pub fn router(state: AdminState) -> Router {
             "/v2/email/account/sending",
             put(api::put_account_sending_attributes),
         )
+        // The v1 (Query) API's form posts.
+        .route("/", post(v1::query))
         .fallback(api::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -193,13 +221,53 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Every response carries `x-amzn-RequestId` (a random UUID), as SES's do: the SDKs log it.
-async fn request_id(request: Request, next: Next) -> Response {
+/// The id of one request (a random UUID): its answer's `x-amzn-RequestId` header, and the
+/// `RequestId` of a v1 error's body. Handlers find it in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    pub fn new() -> RequestId {
+        RequestId(uuid::Uuid::new_v4().to_string().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
+/// Every response carries `x-amzn-RequestId`, as SES's do: the SDKs log it. The id is
+/// chosen before the request runs, so that a body that names it (a v1 error) names the
+/// same.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = RequestId::new();
+    request.extensions_mut().insert(id.clone());
     let mut response = next.run(request).await;
-    if let Ok(value) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Ok(value) = axum::http::HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
+}
+
+/// The request's id (set by `request_id`; a new one if a test calls a layer without it).
+fn request_id_of(extensions: &axum::http::Extensions) -> RequestId {
+    extensions.get::<RequestId>().cloned().unwrap_or_default()
+}
+
+/// A refusal in the shape the client reads: v1's XML for a v1 Query request, else SES v2's
+/// JSON.
+fn refusal(v1_query: bool, id: &RequestId, e: ApiError) -> Response {
+    if v1_query {
+        v1::api_error(id, &e)
+    } else {
+        e.into_response()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -265,18 +333,18 @@ impl Limits {
 }
 
 /// The body cap of a route: `send-email` carries the message base64-encoded in JSON
-/// (`server.max_message_size` × 4/3 plus 1 MiB: about 54.3 MiB for SES's 40 MiB); every
-/// other operation [`SMALL_BODY_CAP`].
+/// (`server.max_message_size` × 4/3 plus 1 MiB: about 54.3 MiB for SES's 40 MiB); v1's
+/// `POST /` carries it base64-encoded in a form, where `+`, `/` and `=` are
+/// percent-encoded (an eighth more: about 61 MiB), so that a large SendRawEmail gets its
+/// answer rather than a 413; every other operation [`SMALL_BODY_CAP`].
 pub fn body_cap(path: &str, config: &Config) -> usize {
-    if path == "/v2/email/outbound-emails" {
-        config
-            .server
-            .max_message_size
-            .div_ceil(3)
-            .saturating_mul(4)
-            .saturating_add(SEND_EMAIL_OVERHEAD)
-    } else {
-        SMALL_BODY_CAP
+    let base64 = config.server.max_message_size.div_ceil(3).saturating_mul(4);
+    match path {
+        "/v2/email/outbound-emails" => base64.saturating_add(SEND_EMAIL_OVERHEAD),
+        "/" => base64
+            .saturating_add(base64 / 8)
+            .saturating_add(SEND_EMAIL_OVERHEAD),
+        _ => SMALL_BODY_CAP,
     }
 }
 
@@ -294,7 +362,8 @@ struct ListenerInfo {
 /// A web page must not drive the API: a request with a body must be JSON (or a SigV4-signed
 /// form post to `/`, the v1 API's), its `Origin`, when sent, must be the listener's own, and
 /// its `Host` must be the listen address, a loopback name or `public_url`'s host (no DNS
-/// rebinding). Refusals are 403 (415 for the content type) in SES's error shape.
+/// rebinding). Refusals are 403 (415 for the content type) in SES's error shape (v1's
+/// XML for a form posted to `/`).
 async fn guard(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let config = state.relay.config();
     let local = request
@@ -302,12 +371,14 @@ async fn guard(State(state): State<AdminState>, request: Request, next: Next) ->
         .get::<ListenerInfo>()
         .map(|info| info.local);
     let public_url = config.admin.as_ref().map(|a| a.public_url.as_str());
+    let v1_query = v1::is_query(request.uri().path(), request.headers());
+    let id = request_id_of(request.extensions());
     if let Err(e) = check_request_origin(request.headers(), local, public_url) {
         tracing::info!(uri = %request.uri(), "admin request refused: {}", e.message);
-        return e.into_response();
+        return refusal(v1_query, &id, e);
     }
     if let Err(e) = check_content_type(request.uri().path(), request.headers()) {
-        return e.into_response();
+        return refusal(v1_query, &id, e);
     }
     next.run(request).await
 }
@@ -402,7 +473,8 @@ fn allowed_host(host: &str, local: Option<SocketAddr>, public_host: Option<&str>
     local.is_some_and(|l| l.ip().is_unspecified() || l.ip().to_canonical() == ip.to_canonical())
 }
 
-/// A body must be JSON; a form post to `/` must carry a SigV4 Authorization header.
+/// A body must be JSON; a form post to `/` (the v1 API's) must carry a SigV4 Authorization
+/// header, else it is refused as AWS refuses an unsigned request.
 fn check_content_type(path: &str, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
         || headers
@@ -424,8 +496,15 @@ fn check_content_type(path: &str, headers: &axum::http::HeaderMap) -> Result<(),
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("AWS4-HMAC-SHA256 "));
-    if path == "/" && media_type == "application/x-www-form-urlencoded" && signed {
-        return Ok(());
+    if path == "/" && media_type == "application/x-www-form-urlencoded" {
+        if signed {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            "Request is missing Authentication Token",
+        ));
     }
     Err(ApiError::new(
         axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -458,6 +537,10 @@ async fn authorize(
         .as_ref()
         .map_or(&[], |admin| admin.access_keys.as_slice());
     let (parts, body) = request.into_parts();
+    // A v1 Query request is refused in v1's XML shape, which its clients parse.
+    let v1_query = v1::is_query(parts.uri.path(), &parts.headers);
+    let id = request_id_of(&parts.extensions);
+    let refuse = |e: ApiError| refusal(v1_query, &id, e);
     let now = SystemTime::now();
     let head = sigv4::RequestHead {
         method: &parts.method,
@@ -467,16 +550,22 @@ async fn authorize(
     };
     let checked = if keys.is_empty() {
         if !peer.ip().to_canonical().is_loopback() {
-            return ApiError::access_denied(
+            return refuse(ApiError::access_denied(
                 "sesrelay serves its API to loopback clients only; configure [admin] access_keys to sign requests from elsewhere.",
-            )
-            .into_response();
+            ));
         }
         None
     } else {
-        match sigv4::check_head(&head, "ses", keys, now) {
+        // v1 clients may scope their signature to `email`, the v1 endpoint's prefix.
+        let checked = match sigv4::check_head(&head, "ses", keys, now) {
+            Err(sigv4::SigV4Error::WrongService { .. }) if v1_query => {
+                sigv4::check_head(&head, "email", keys, now)
+            }
+            other => other,
+        };
+        match checked {
             Ok(checked) => Some(checked),
-            Err(e) => return signature_refused(peer, &e),
+            Err(e) => return refuse(signature_refused(peer, &e)),
         }
     };
     let path = parts.uri.path();
@@ -488,22 +577,22 @@ async fn authorize(
     };
     let bytes = match read_body(&parts.headers, body, cap, deadline).await {
         Ok(bytes) => bytes,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     if let Some(checked) = checked
         && let Err(e) = checked.verify_body(&bytes)
     {
-        return signature_refused(peer, &e);
+        return refuse(signature_refused(peer, &e));
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-fn signature_refused(peer: SocketAddr, e: &sigv4::SigV4Error) -> Response {
+fn signature_refused(peer: SocketAddr, e: &sigv4::SigV4Error) -> ApiError {
     tracing::info!(%peer, code = e.code(), "API request refused: {e}");
     let status =
         axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::FORBIDDEN);
-    ApiError::new(status, e.code(), e.to_string()).into_response()
+    ApiError::new(status, e.code(), e.to_string())
 }
 
 /// The whole body, at most `cap` bytes (a larger declared length is refused unread), within

@@ -24,8 +24,15 @@ impl Mailbox {
     /// The mailbox as JavaMail prints it (`InternetAddress.toString`), as SES lists it in a
     /// rejection: `Joe Bloggs <joe@x.test>`, the display name quoted only where it must be
     /// (`"Bloggs, Joe" <joe@x.test>`); the bare address without a display name.
+    ///
+    /// The display name's RFC 2047 encoded-words are decoded first
+    /// (`=?UTF-8?B?Sm9lIEJsb2dncw==?=` is `Joe Bloggs`).
     pub fn shown(&self) -> String {
-        match self.display_name.as_deref().filter(|n| !n.is_empty()) {
+        let name = self
+            .display_name
+            .as_deref()
+            .map(super::encoded_word::decode);
+        match name.as_deref().filter(|n| !n.is_empty()) {
             None => self.address.clone(),
             Some(name) => {
                 let must_quote = name
@@ -585,6 +592,30 @@ mod tests {
                 "\"J. Q.\" <q@x.test>"
             ]
         );
+    }
+
+    #[test]
+    fn encoded_display_names_are_shown_decoded() {
+        let shown = |v: &str| {
+            parse_address_list(v.as_bytes())
+                .unwrap()
+                .iter()
+                .map(Mailbox::shown)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(
+                "=?UTF-8?B?Sm9lIEJsb2dncw==?= <joe@x.test>, =?utf-8?Q?Ann?=\r\n =?ISO-8859-1?Q?_L=E9e?= <ann@x.test>"
+            ),
+            ["Joe Bloggs <joe@x.test>", "Ann L\u{e9}e <ann@x.test>"]
+        );
+        // Decoded first, then quoted where the decoded name must be.
+        assert_eq!(
+            shown("=?UTF-8?Q?Bloggs=2C_Joe?= <joe@x.test>, \"=?UTF-8?B?w4lsaXNl?=\" <e@x.test>"),
+            ["\"Bloggs, Joe\" <joe@x.test>", "\u{c9}lise <e@x.test>"]
+        );
+        // What is not an encoded-word stays as written.
+        assert_eq!(shown("=?bogus <b@x.test>"), ["=?bogus <b@x.test>"]);
     }
 
     #[test]

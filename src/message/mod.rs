@@ -15,6 +15,7 @@
 //! checked, so no header hides from the check behind a malformed line.
 
 mod address;
+pub mod encoded_word;
 
 use crate::tls::TlsInfo;
 use std::fmt::Write as _;

@@ -146,7 +146,16 @@ impl Capture {
 
     /// With `tls`, every connection is wrapped in implicit TLS (SMTPS).
     pub async fn start_with(script: Script, tls: Option<tokio_rustls::TlsAcceptor>) -> Capture {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Capture::start_on("127.0.0.1:0", script, tls).await
+    }
+
+    /// Listening on `addr` (a port a test chose before the upstream was there).
+    pub async fn start_on(
+        addr: &str,
+        script: Script,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Capture {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
