@@ -846,4 +846,33 @@ mod tests {
         let r = Rejection::DefaultConfigurationSetDeleted("x".repeat(500));
         assert!(r.message().len() < 120);
     }
+
+    #[test]
+    fn set_reasons_as_logged() {
+        let rows = [
+            (SetReason::Header, ("header", None)),
+            (
+                SetReason::Default {
+                    identity: "joe@example.com".into(),
+                },
+                ("address default", Some("joe@example.com")),
+            ),
+            (
+                SetReason::Default {
+                    identity: "example.com".into(),
+                },
+                ("domain default", Some("example.com")),
+            ),
+            (SetReason::NoDefault { identity: None }, ("none", None)),
+            (
+                SetReason::NoDefault {
+                    identity: Some("example.org".into()),
+                },
+                ("none", Some("example.org")),
+            ),
+        ];
+        for (reason, described) in rows {
+            assert_eq!(reason.describe(), described);
+        }
+    }
 }
