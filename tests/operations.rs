@@ -699,6 +699,15 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
         }
     }
 
+    // The README's table lists exactly these families, with these types.
+    let served: BTreeMap<String, String> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| (n.to_owned(), t.to_owned()))
+        .collect();
+    assert_eq!(readme_metrics(), served);
+
     // OpenMetrics for a scraper that asks for it.
     let (status, open) = get_with(
         admin,
@@ -709,6 +718,37 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     assert_eq!(status, 200);
     assert!(open.ends_with("# EOF\n"), "{open}");
     relay.stop().await;
+}
+
+/// The rows of README.md's metrics table: name and type.
+fn readme_metrics() -> BTreeMap<String, String> {
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    let section = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("a Metrics section in the README");
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `sesrelay_"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once("` | ")?;
+            let kind = rest.split(' ').next()?;
+            Some((format!("sesrelay_{name}"), kind.to_owned()))
+        })
+        .collect()
+}
+
+/// Every reason code the relay counts is explained in the README.
+#[test]
+fn the_readme_explains_every_rejection_reason() {
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    for reason in sesrelay::metrics::REJECTION_REASONS {
+        assert!(
+            readme.contains(&format!("`{reason}`")),
+            "README.md does not explain reason {reason}"
+        );
+    }
 }
 
 #[tokio::test]
