@@ -263,6 +263,9 @@ pub struct AdminConfig {
     /// only loopback clients are served. Empty until [`Config::resolve_secrets`] has run, so
     /// a configuration whose secrets are unresolved serves loopback clients only.
     pub access_keys: Vec<AccessKey>,
+    /// `false`: the listener serves only `/healthz/*` and `/metrics` (no SES API, no
+    /// verification links).
+    pub api: bool,
 }
 
 /// An access key of `[admin] access_keys`, its secret resolved from the variable
@@ -774,6 +777,7 @@ struct RawAdmin {
     listen: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
     access_keys: Option<Vec<RawAccessKey>>,
+    api: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1357,6 +1361,7 @@ impl Source<'_> {
             listen,
             public_url,
             access_keys: Vec::new(),
+            api: raw.api.unwrap_or(true),
         })
     }
 

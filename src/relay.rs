@@ -2,17 +2,18 @@
 //! upstream, and every outcome turned into the client's reply.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Throttle};
 use crate::config::{Config, ConfigError};
+use crate::health::{self, Health, Readiness};
 use crate::message::{self, Message, Rewrite, Trace};
+use crate::metrics::{ConnectionRefusal, Metrics};
 use crate::password;
-use crate::policy::{Decision, Rejection, SenderLimit, is_mailbox_simulator};
+use crate::policy::{Acceptance, Decision, Rejection, SenderLimit, is_mailbox_simulator};
 use crate::smtp::reply::{self, Reply};
-use crate::smtp::{Handler, SessionConfig, Transaction};
+use crate::smtp::{Event, Handler, SessionConfig, Transaction};
 use crate::tls::TlsInfo;
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
@@ -35,22 +36,17 @@ struct Snapshot {
     upstream: Arc<Upstream>,
 }
 
-/// The relay: the live configuration, the account's counters and the upstream.
+/// The relay: the live configuration, the account's counters, the upstream, the metrics
+/// and the readiness state.
 pub struct Relay {
     live: RwLock<Arc<Snapshot>>,
     /// Held by whatever changes the configuration (an API write, a reload), so that there
     /// is one path that swaps the snapshot and changes never race. It holds the file's text
     /// as last looked at, applied or refused.
     changes: tokio::sync::Mutex<Arc<str>>,
-    reloads: ReloadCounts,
     quotas: Quotas,
-}
-
-/// Reloads of the configuration file since start.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
+    metrics: Metrics,
+    health: Health,
 }
 
 /// Why a reload left the running configuration as it was.
@@ -119,8 +115,9 @@ impl Relay {
         Ok(Relay {
             live: RwLock::new(Arc::new(snapshot(config, upstream))),
             changes: tokio::sync::Mutex::new(seen),
-            reloads: ReloadCounts::default(),
             quotas: Quotas::new(),
+            metrics: Metrics::new(),
+            health: Health::new(),
         })
     }
 
@@ -130,11 +127,6 @@ impl Relay {
             relay: self,
             seen: self.changes.lock().await,
         }
-    }
-
-    /// Reloads since start.
-    pub fn reload_counts(&self) -> &ReloadCounts {
-        &self.reloads
     }
 
     /// Reads the configuration file again and makes it live, or keeps the running one and
@@ -187,7 +179,7 @@ impl Relay {
         .await;
         match &result {
             Ok(Reloaded::Applied) => {
-                self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload(true);
                 tracing::info!(path = %shown, "configuration reloaded");
                 for warning in self.config().warnings() {
                     tracing::warn!("{warning}");
@@ -195,11 +187,30 @@ impl Relay {
             }
             Ok(Reloaded::Unchanged) => {}
             Err(e) => {
-                self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload(false);
                 tracing::error!(error = %e, "configuration not reloaded: the running one is kept");
             }
         }
         result
+    }
+
+    /// The metrics registry (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The readiness state: draining, and the last upstream check.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// What `/healthz/ready` answers now: draining, or the state of the live upstream
+    /// (checked at most every [`health::CHECK_TTL`]).
+    pub async fn readiness(&self) -> Readiness {
+        let upstream = Arc::clone(&self.current().upstream);
+        self.health
+            .readiness(|| async move { upstream.probe(health::PROBE_TIMEOUT).await })
+            .await
     }
 
     /// Recipients counted against the account's 24-hour quota now (`SentLast24Hours`).
@@ -384,6 +395,23 @@ impl Refusal {
         }
     }
 
+    /// A short stable code for metrics and logs: the rejection's ([`Rejection::code`]),
+    /// `throttled_rate`, `throttled_quota`, or `upstream_` and the delivery error's class.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Rejected(rejection) => rejection.code(),
+            Refusal::Throttled(Throttle::Rate) => "throttled_rate",
+            Refusal::Throttled(Throttle::Quota) => "throttled_quota",
+            Refusal::Upstream(e) => match e {
+                DeliveryError::Refused { .. } => "upstream_refused",
+                DeliveryError::Unavailable(_) => "upstream_unavailable",
+                DeliveryError::LocalIo(_) => "upstream_local_io",
+                DeliveryError::Needs8BitMime => "upstream_needs_8bitmime",
+                DeliveryError::BadAddress(_) => "upstream_bad_address",
+            },
+        }
+    }
+
     /// True when sending the same message again cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
@@ -396,8 +424,10 @@ impl Refusal {
 
 impl Relay {
     /// Judges one message against the current configuration and forwards it; `Ok` holds
-    /// the message id, given only once the upstream has accepted.
+    /// the message id, given only once the upstream has accepted. Every outcome is counted
+    /// in the metrics and logged in one line ([`Outcome`]).
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
+        let started = Instant::now();
         let snapshot = self.current();
         let config = Arc::clone(&snapshot.config);
         let Submission {
@@ -414,7 +444,8 @@ impl Relay {
             tags,
         } = submission;
         let id = id.unwrap_or_else(|| new_message_id(&config.server.region));
-        let user = auth_user.as_deref().unwrap_or("-");
+        let size = message.len();
+        self.metrics.received(size);
         let limit = auth_user
             .as_deref()
             .and_then(|username| sender_limit(&config, username));
@@ -431,28 +462,41 @@ impl Relay {
                 }
                 facts.api_tags = tags;
                 facts.sender_limit = limit;
-                (config.policy.resolve(&facts), message)
+                let from = facts.from.as_deref().unwrap_or_default().join(", ");
+                (config.policy.resolve(&facts), message, from)
             }
         };
-        let (decision, message) = if large {
+        let (decision, message, from) = if large {
             match tokio::task::spawn_blocking(judge).await {
                 Ok(judged) => judged,
                 Err(e) => {
                     tracing::error!(%id, error = %e, "the policy task failed");
-                    return Err(Refusal::Upstream(DeliveryError::LocalIo(e.to_string())));
+                    let refusal = Refusal::Upstream(DeliveryError::LocalIo(e.to_string()));
+                    self.metrics.rejected(refusal.reason());
+                    return Err(refusal);
                 }
             }
         } else {
             judge()
         };
+        let outcome = Outcome {
+            id: &id,
+            client: peer,
+            protocol,
+            user: auth_user.as_deref(),
+            mail_from: &mail_from,
+            from: &from,
+            rcpts: rcpt_to.len(),
+            size,
+            started,
+        };
         let acceptance = match decision {
             Decision::Accept(acceptance) => acceptance,
             Decision::Reject(rejection) => {
-                tracing::info!(
-                    %id, %peer, protocol, user, from = %mail_from, rcpts = rcpt_to.len(),
-                    reply = %rejection_reply(&rejection), "message rejected"
-                );
-                return Err(Refusal::Rejected(rejection));
+                let refusal = Refusal::Rejected(rejection);
+                self.metrics.rejected(refusal.reason());
+                outcome.rejected(&refusal);
+                return Err(refusal);
             }
         };
         // The account's quotas count the recipients SES would count: the mailbox simulator's
@@ -464,11 +508,10 @@ impl Relay {
         let reservation = match self.quotas.reserve(&config.account, counted) {
             Ok(reservation) => reservation,
             Err(throttle) => {
-                tracing::info!(
-                    %id, %peer, protocol, user, from = %mail_from, rcpts = rcpt_to.len(),
-                    reply = %reply::throttled(&throttle.to_string()), "message throttled"
-                );
-                return Err(Refusal::Throttled(throttle));
+                let refusal = Refusal::Throttled(throttle);
+                self.metrics.rejected(refusal.reason());
+                outcome.throttled(&acceptance, &refusal);
+                return Err(refusal);
             }
         };
         let received = message::received_header(&Trace {
@@ -484,32 +527,33 @@ impl Relay {
             },
             date: &message::rfc5322_now(),
         });
-        let size = message.len();
         let forwarded = message.forward(&Rewrite {
             received: &received,
             configuration_set: acceptance.configuration_set.as_deref(),
             tags: &acceptance.tags,
             strip_ses_headers: config.strip_ses_headers,
         });
-        let envelope = Envelope { mail_from, rcpt_to };
-        let set = acceptance.configuration_set.as_deref().unwrap_or("-");
-        match snapshot.upstream.deliver(&id, &envelope, forwarded).await {
+        let envelope = Envelope {
+            mail_from: mail_from.clone(),
+            rcpt_to: rcpt_to.clone(),
+        };
+        let delivery_started = Instant::now();
+        let delivered = snapshot.upstream.deliver(&id, &envelope, forwarded).await;
+        self.metrics
+            .delivery(delivery_started.elapsed(), delivered.as_ref().map(|_| ()));
+        match delivered {
             Ok(ack) => {
-                tracing::info!(
-                    %id, %peer, protocol, user, from = %envelope.mail_from,
-                    rcpts = envelope.rcpt_to.len(), size, configuration_set = %set,
-                    upstream = %ack, "message forwarded"
-                );
+                self.metrics
+                    .accepted(acceptance.configuration_set.as_deref());
+                outcome.accepted(&acceptance, &ack);
                 Ok(id)
             }
             Err(e) => {
                 self.quotas.refund(reservation);
-                tracing::warn!(
-                    %id, %peer, protocol, user, from = %envelope.mail_from,
-                    rcpts = envelope.rcpt_to.len(), configuration_set = %set, error = %e,
-                    reply = %delivery_reply(&e), "upstream did not take the message"
-                );
-                Err(Refusal::Upstream(e))
+                let refusal = Refusal::Upstream(e);
+                self.metrics.rejected(refusal.reason());
+                outcome.upstream_failed(&acceptance, &refusal);
+                Err(refusal)
             }
         }
     }
@@ -529,7 +573,10 @@ impl Relay {
             tags: &[],
             strip_ses_headers: false,
         });
+        let started = Instant::now();
         let result = snapshot.upstream.deliver(&id, envelope, forwarded).await;
+        self.metrics
+            .delivery(started.elapsed(), result.as_ref().map(|_| ()));
         match &result {
             Ok(ack) => {
                 tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent")
@@ -542,7 +589,113 @@ impl Relay {
     }
 }
 
+/// One message's outcome line: every outcome (forwarded, rejected, throttled, not taken
+/// by the upstream) is logged once, with the same fields wherever they are known:
+///
+/// `outcome`, `id`, `client` (IP address), `protocol`, `user` (the AUTH user, when there is
+/// one), `mail_from` (the envelope sender, empty for `<>`), `from` (the From header's
+/// addresses), `configuration_set` (when one resolved), `set_reason` (`header`, `address
+/// default`, `domain default`, `none`), `identity` (the verified identity whose default
+/// decided, or that has none), `tags` (`name=value, ...` as in `X-SES-MESSAGE-TAGS`),
+/// `rcpts`, `size` (bytes as received), `upstream` (its reply or error), `reason` (the
+/// refusal's code, as in the metrics), `reply` (what the client was told), `latency_ms`
+/// (from the complete message to the outcome, upstream included).
+struct Outcome<'a> {
+    id: &'a str,
+    client: IpAddr,
+    protocol: &'static str,
+    user: Option<&'a str>,
+    mail_from: &'a str,
+    from: &'a str,
+    rcpts: usize,
+    size: usize,
+    started: Instant,
+}
+
+/// Tags as `X-SES-MESSAGE-TAGS` writes them.
+fn tags_text(tags: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (i, (name, value)) in tags.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(name);
+        text.push('=');
+        text.push_str(value);
+    }
+    text
+}
+
+impl Outcome<'_> {
+    fn latency_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn accepted(&self, acceptance: &Acceptance, upstream: &str) {
+        let (set_reason, identity) = acceptance.reason.describe();
+        tracing::info!(
+            outcome = "accepted", id = self.id, client = %self.client, protocol = self.protocol,
+            user = self.user, mail_from = self.mail_from, from = self.from,
+            configuration_set = acceptance.configuration_set.as_deref(), set_reason, identity,
+            tags = %tags_text(&acceptance.tags), rcpts = self.rcpts, size = self.size,
+            upstream, latency_ms = self.latency_ms(), "message forwarded"
+        );
+    }
+
+    fn rejected(&self, refusal: &Refusal) {
+        tracing::info!(
+            outcome = "rejected", id = self.id, client = %self.client, protocol = self.protocol,
+            user = self.user, mail_from = self.mail_from, from = self.from,
+            rcpts = self.rcpts, size = self.size, reason = refusal.reason(),
+            reply = %refusal.reply(), latency_ms = self.latency_ms(), "message rejected"
+        );
+    }
+
+    fn throttled(&self, acceptance: &Acceptance, refusal: &Refusal) {
+        let (set_reason, identity) = acceptance.reason.describe();
+        tracing::info!(
+            outcome = "throttled", id = self.id, client = %self.client, protocol = self.protocol,
+            user = self.user, mail_from = self.mail_from, from = self.from,
+            configuration_set = acceptance.configuration_set.as_deref(), set_reason, identity,
+            tags = %tags_text(&acceptance.tags), rcpts = self.rcpts, size = self.size,
+            reason = refusal.reason(), reply = %refusal.reply(),
+            latency_ms = self.latency_ms(), "message throttled"
+        );
+    }
+
+    fn upstream_failed(&self, acceptance: &Acceptance, refusal: &Refusal) {
+        let (set_reason, identity) = acceptance.reason.describe();
+        let upstream = match refusal {
+            Refusal::Upstream(e) => e.to_string(),
+            other => other.reason().to_owned(),
+        };
+        tracing::warn!(
+            outcome = "upstream_failure", id = self.id, client = %self.client,
+            protocol = self.protocol, user = self.user, mail_from = self.mail_from,
+            from = self.from, configuration_set = acceptance.configuration_set.as_deref(),
+            set_reason, identity, tags = %tags_text(&acceptance.tags), rcpts = self.rcpts,
+            size = self.size, upstream, reason = refusal.reason(), reply = %refusal.reply(),
+            latency_ms = self.latency_ms(), "upstream did not take the message"
+        );
+    }
+}
+
 impl Handler for Relay {
+    fn observe(&self, event: Event) {
+        let metrics = &self.metrics;
+        match event {
+            Event::Accepted => metrics.connection_accepted(),
+            Event::SessionStarted => metrics.session(true),
+            Event::SessionEnded => metrics.session(false),
+            Event::RefusedMaxConnections => {
+                metrics.connection_refused(ConnectionRefusal::MaxConnections);
+            }
+            Event::RefusedNetwork => metrics.connection_refused(ConnectionRefusal::Network),
+            Event::MessageTooLarge => metrics.rejected("too_large"),
+            Event::MessageNoRoom => metrics.rejected("inflight_budget"),
+        }
+    }
+
     fn session_config(&self) -> Arc<SessionConfig> {
         Arc::clone(&self.current().session)
     }

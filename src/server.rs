@@ -109,7 +109,9 @@ impl Server {
         &self.relay
     }
 
-    /// Serves until `shutdown` is set, then lets the sessions in flight finish.
+    /// Serves until `shutdown` is set, then lets the sessions in flight finish. The admin
+    /// listener answers `/healthz/ready` with 503 from the moment `shutdown` is set, and
+    /// goes on serving until the SMTP sessions have ended.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         // Tests and scripts read the bound addresses (port 0 resolved) from these lines:
         // the address is the last word of the message.
@@ -121,21 +123,36 @@ impl Server {
         }
         let watcher = self.tls.as_ref().map(|tls| tls.watch(RELOAD_INTERVAL));
         let config_watcher = crate::reload::watch_config(Arc::clone(&self.relay), shutdown.clone());
+        // Readiness turns 503 as soon as a stop is asked for.
+        let draining = {
+            let relay = Arc::clone(&self.relay);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if shutdown.wait_for(|stop| *stop).await.is_ok() {
+                    relay.health().start_draining();
+                }
+            })
+        };
+        // The admin listener stops after the SMTP side, so that probes see the drain.
+        let (admin_stop, admin_stopped) = watch::channel(false);
         let admin = self.admin.map(|(listener, state)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening for the SES v2 API on {addr}");
             }
-            tokio::spawn(admin::serve(listener, state, shutdown.clone()))
+            tokio::spawn(admin::serve(listener, state, admin_stopped))
         });
         let limits = {
             let config = self.relay.config();
+            let budget = InflightBudget::new(config.server.max_inflight_bytes);
+            self.relay.metrics().watch_budget(&budget);
             Limits {
                 max_connections: config.server.max_connections,
                 shutdown_timeout: config.server.shutdown_timeout,
-                budget: InflightBudget::new(config.server.max_inflight_bytes),
+                budget,
                 tls: self.tls,
             }
         };
+        let relay = Arc::clone(&self.relay);
         listener::serve(
             self.listeners,
             self.tls_listeners,
@@ -148,6 +165,9 @@ impl Server {
             watcher.abort();
         }
         config_watcher.abort();
+        draining.abort();
+        relay.health().start_draining();
+        let _ = admin_stop.send(true);
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),

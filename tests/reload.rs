@@ -76,13 +76,9 @@ impl Running {
 
     /// Waits (at most 5 s) until `succeeded` and `failed` reloads have been counted.
     async fn wait_for_reloads(&self, succeeded: u64, failed: u64) {
-        let counts = self.relay.reload_counts();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let now = (
-                counts.succeeded.load(std::sync::atomic::Ordering::Relaxed),
-                counts.failed.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            let now = self.relay.metrics().reloads();
             if now == (succeeded, failed) {
                 return;
             }
@@ -160,6 +156,12 @@ async fn a_broken_file_is_refused_and_the_running_configuration_kept() {
     upstream.wait_for(1).await;
     assert_eq!(set_of(&upstream, 0), ["marketing"]);
 
+    // The failure is on the metrics page.
+    let page = relay.relay.metrics().encode(false);
+    assert!(
+        page.contains("sesrelay_config_reloads_total{result=\"failure\"} 1\n"),
+        "{page}"
+    );
     // The same broken text again is not tried (and counted) again.
     replace(
         &path,
@@ -322,14 +324,7 @@ async fn api_writes_and_reloads_share_one_path() {
     }
     let on_disk = Config::load(&path).unwrap();
     assert_eq!(on_disk.policy.configuration_sets.len(), 12);
-    assert_eq!(
-        relay
-            .relay
-            .reload_counts()
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(relay.relay.metrics().reloads().1, 0);
     relay.stop().await;
 }
 

@@ -8,6 +8,10 @@
 //! web page could send (`guard`), judges a signature's head before reading a body
 //! (`authorize`), caps bodies per route ([`body_cap`]) and connections
 //! ([`Limits`]), and times out slow clients; at shutdown it never waits long for them.
+//!
+//! `GET /healthz/live`, `GET /healthz/ready` and `GET /metrics` are outside both checks
+//! (see [`probe_routes`]): Kubernetes probes and Prometheus scrapers name the pod's address
+//! in `Host` and never sign. With `[admin] api = false` they are all the listener serves.
 
 pub mod api;
 pub mod error;
@@ -161,9 +165,47 @@ impl AdminState {
     }
 }
 
-/// The routes: the API behind the access check, `/verify` open to whoever has a link;
-/// every route behind the listener's own checks (`guard`: Host, Origin, content type).
+/// The routes: the probe routes ([`probe_routes`]) open; the API behind the access check,
+/// `/verify` open to whoever has a link, both behind the listener's own checks (`guard`:
+/// Host, Origin, content type). With `[admin] api = false` (read at start), only the probe
+/// routes; every other path is 404 in SES's error shape.
 pub fn router(state: AdminState) -> Router {
+    let api_enabled = state
+        .relay
+        .config()
+        .admin
+        .as_ref()
+        .is_none_or(|admin| admin.api);
+    let app = if api_enabled {
+        probe_routes().merge(api_routes(&state))
+    } else {
+        probe_routes().fallback(api_disabled)
+    };
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    .layer(axum::middleware::from_fn(request_id))
+    .with_state(state)
+}
+
+/// Health and metrics, outside `guard` and `authorize`: a Kubernetes probe or a Prometheus
+/// scraper sends `Host: <pod-ip>:<port>` and never signs. That is safe because these routes
+/// are GET only (any other method is 405, and no body is ever read), change nothing, and
+/// answer only what an operator may show anyone who can reach the port: whether the process
+/// lives, whether it is ready (with the upstream's connection error, which names its host
+/// and port but never a credential), and counters whose labels come from closed lists or
+/// from the configured set names (see [`crate::metrics`]) — no address, user, header value
+/// or secret.
+fn probe_routes() -> Router<AdminState> {
+    Router::new()
+        .route("/healthz/live", get(health_live))
+        .route("/healthz/ready", get(health_ready))
+        .route("/metrics", get(metrics_page))
+}
+
+/// The SES API and `/verify`, behind `guard` and `authorize`.
+fn api_routes(state: &AdminState) -> Router<AdminState> {
     let api = Router::new()
         .route(
             "/v2/email/identities",
@@ -217,8 +259,91 @@ pub fn router(state: AdminState) -> Router {
         .route("/verify", get(api::verify_link))
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
-        .layer(axum::middleware::from_fn(request_id))
-        .with_state(state)
+}
+
+/// `GET /healthz/live`: 200 while the process serves.
+async fn health_live() -> Response {
+    probe_answer(
+        axum::http::StatusCode::OK,
+        serde_json::json!({"status": "live"}),
+    )
+}
+
+/// `GET /healthz/ready`: 200, or 503 while draining or while the upstream cannot be
+/// reached (checked at most every [`crate::health::CHECK_TTL`]).
+async fn health_ready(State(state): State<AdminState>) -> Response {
+    use crate::health::Readiness;
+    use axum::http::StatusCode;
+    match state.relay.readiness().await {
+        Readiness::Ready => probe_answer(StatusCode::OK, serde_json::json!({"status": "ready"})),
+        Readiness::Draining => probe_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "draining"}),
+        ),
+        Readiness::UpstreamUnavailable(error) => probe_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "upstream unavailable", "error": error}),
+        ),
+    }
+}
+
+fn probe_answer(status: axum::http::StatusCode, body: serde_json::Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format, or OpenMetrics when the scraper's `Accept`
+/// asks for `application/openmetrics-text`.
+async fn metrics_page(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        crate::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::metrics::PROMETHEUS_CONTENT_TYPE
+    };
+    let page = state.relay.metrics().encode(openmetrics);
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// Every path but the probe routes with `[admin] api = false`.
+async fn api_disabled() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "The SES API is off on this listener ([admin] api = false): it serves only /healthz/live, /healthz/ready and /metrics.",
+    )
+}
+
+/// Counts every request but the probe routes' in `sesrelay_api_requests_total`, by SES
+/// operation ([`crate::metrics::api_operation`]) and status, refusals by `guard` and
+/// `authorize` included.
+async fn count_requests(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz/live" | "/healthz/ready" | "/metrics") {
+        return next.run(request).await;
+    }
+    let operation = crate::metrics::api_operation(request.method(), path);
+    let response = next.run(request).await;
+    state
+        .relay
+        .metrics()
+        .api_request(operation, response.status().as_u16());
+    response
 }
 
 /// The id of one request (a random UUID): its answer's `x-amzn-RequestId` header, and the

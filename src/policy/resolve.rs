@@ -94,6 +94,21 @@ pub enum SetReason {
     NoDefault { identity: Option<String> },
 }
 
+impl SetReason {
+    /// For logs: where the set came from (`header`, `address default`, `domain default`,
+    /// `none`) and the identity that decided, when one did.
+    pub fn describe(&self) -> (&'static str, Option<&str>) {
+        match self {
+            SetReason::Header => ("header", None),
+            SetReason::Default { identity } if identity.contains('@') => {
+                ("address default", Some(identity))
+            }
+            SetReason::Default { identity } => ("domain default", Some(identity)),
+            SetReason::NoDefault { identity } => ("none", identity.as_deref()),
+        }
+    }
+}
+
 /// Why a message is refused. [`Rejection::message`] is SES's own message text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -126,6 +141,24 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A short stable code for the kind of rejection, for metrics and logs (never the
+    /// message's own data).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MissingFrom => "missing_from",
+            Rejection::NotVerified { .. } => "not_verified",
+            Rejection::ConfigurationSetDoesNotExist(_) => "set_missing",
+            Rejection::DefaultConfigurationSetDeleted(_) => "default_set_missing",
+            Rejection::SendingPaused(_) => "set_paused",
+            Rejection::InvalidTag(_) => "invalid_tag",
+            Rejection::InvalidAddress(_) => "invalid_address",
+            Rejection::DuplicateHeader(_) => "duplicate_header",
+            Rejection::TooManyRecipients(_) => "too_many_recipients",
+            Rejection::SenderNotAllowed { .. } => "sender_not_allowed",
+            Rejection::AccountSendingPaused => "account_paused",
+        }
+    }
+
     /// SES's message, as the SES API returns it.
     pub fn message(&self) -> String {
         match self {
@@ -812,5 +845,34 @@ mod tests {
         assert!(r.message().len() < 120);
         let r = Rejection::DefaultConfigurationSetDeleted("x".repeat(500));
         assert!(r.message().len() < 120);
+    }
+
+    #[test]
+    fn set_reasons_as_logged() {
+        let rows = [
+            (SetReason::Header, ("header", None)),
+            (
+                SetReason::Default {
+                    identity: "joe@example.com".into(),
+                },
+                ("address default", Some("joe@example.com")),
+            ),
+            (
+                SetReason::Default {
+                    identity: "example.com".into(),
+                },
+                ("domain default", Some("example.com")),
+            ),
+            (SetReason::NoDefault { identity: None }, ("none", None)),
+            (
+                SetReason::NoDefault {
+                    identity: Some("example.org".into()),
+                },
+                ("none", Some("example.org")),
+            ),
+        ];
+        for (reason, described) in rows {
+            assert_eq!(reason.describe(), described);
+        }
     }
 }

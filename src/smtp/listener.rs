@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::budget::InflightBudget;
 use super::reply;
-use super::session::{self, Context, Handler, Lifecycle};
+use super::session::{self, Context, Event, Handler, Lifecycle};
 use crate::tls::Tls;
 
 /// How long the sessions closed at `shutdown_timeout` get to write their 421 and end.
@@ -138,8 +138,10 @@ async fn accept_loop<H: Handler>(
             }
         };
         let _ = stream.set_nodelay(true);
+        handler.observe(Event::Accepted);
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: max_connections reached");
+            handler.observe(Event::RefusedMaxConnections);
             if implicit_tls.is_some() {
                 // A TLS client cannot read a plaintext 421: it is just closed.
                 drop(stream);
@@ -158,6 +160,7 @@ async fn accept_loop<H: Handler>(
         let implicit_tls = implicit_tls.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "connection opened");
+            let _open = OpenSession::new(Arc::clone(&handler));
             let result = match implicit_tls {
                 None => session::run(stream, peer, handler.as_ref(), context).await,
                 Some(tls) => {
@@ -182,5 +185,22 @@ async fn accept_loop<H: Handler>(
             }
             drop(slot);
         });
+    }
+}
+
+/// Reports [`Event::SessionStarted`] when made and [`Event::SessionEnded`] when dropped,
+/// however the session's task ends.
+struct OpenSession<H: Handler>(Arc<H>);
+
+impl<H: Handler> OpenSession<H> {
+    fn new(handler: Arc<H>) -> Self {
+        handler.observe(Event::SessionStarted);
+        OpenSession(handler)
+    }
+}
+
+impl<H: Handler> Drop for OpenSession<H> {
+    fn drop(&mut self) {
+        self.0.observe(Event::SessionEnded);
     }
 }

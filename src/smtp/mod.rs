@@ -10,4 +10,4 @@ pub mod session;
 
 pub use budget::{InflightBudget, Reservation};
 pub use reply::Reply;
-pub use session::{Context, Handler, Lifecycle, SessionConfig, Transaction};
+pub use session::{Context, Event, Handler, Lifecycle, SessionConfig, Transaction};

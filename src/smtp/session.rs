@@ -134,8 +134,31 @@ pub struct Transaction {
     pub reservation: Reservation,
 }
 
+/// What a listener or a session reports as it goes, for the handler to count (metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A TCP connection was accepted (whatever happens to it next).
+    Accepted,
+    /// A session started (it holds one of `max_connections`' slots).
+    SessionStarted,
+    /// A session ended.
+    SessionEnded,
+    /// A connection was turned away: `max_connections` reached (421 4.7.0).
+    RefusedMaxConnections,
+    /// A connection was turned away: not in `trusted_networks`, and no AUTH (554 5.7.1).
+    RefusedNetwork,
+    /// A message over `max_message_size`, read to its end and refused (552).
+    MessageTooLarge,
+    /// A message refused because `max_inflight_bytes` was spent (452 4.3.1).
+    MessageNoRoom,
+}
+
 /// What the session asks of the rest of the relay.
 pub trait Handler: Send + Sync + 'static {
+    /// Takes note of an [`Event`]; by default, nothing.
+    fn observe(&self, event: Event) {
+        let _ = event;
+    }
     /// The settings for a new connection.
     fn session_config(&self) -> Arc<SessionConfig>;
     /// Whether the MAIL FROM address can be relayed (syntax only; no policy).
@@ -283,6 +306,7 @@ impl Session<'_> {
     async fn run<H: Handler>(&mut self, handler: &H) -> io::Result<()> {
         if !self.config.is_trusted(&self.peer) && !self.config.auth_enabled {
             tracing::info!(peer = %self.peer, "refused: not in trusted_networks");
+            handler.observe(Event::RefusedNetwork);
             self.reply(&reply::access_denied());
             return self.flush().await;
         }
@@ -814,6 +838,7 @@ impl Session<'_> {
         let reply = match decoder.finish() {
             Decoded::TooLong => {
                 tracing::info!(peer = %self.peer, from = %mail_from, "message over max_message_size refused");
+                handler.observe(Event::MessageTooLarge);
                 reply::message_too_long()
             }
             Decoded::NoRoom => {
@@ -822,6 +847,7 @@ impl Session<'_> {
                     in_flight = self.budget.in_use(), limit = self.budget.limit(),
                     "message refused: max_inflight_bytes reached"
                 );
+                handler.observe(Event::MessageNoRoom);
                 reply::insufficient_resources()
             }
             Decoded::Message {

@@ -67,6 +67,30 @@ impl DirUpstream {
     }
 }
 
+impl DirUpstream {
+    /// Checks that a message could be written: a new file is created in the directory
+    /// (a hidden name no message has) and removed again.
+    pub async fn probe(&self) -> Result<(), DeliveryError> {
+        let probe = self.path.join(format!(
+            ".sesrelay-probe-{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let checked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            File::create_new(&probe)?;
+            fs::remove_file(&probe)
+        })
+        .await;
+        match checked {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DeliveryError::LocalIo(format!(
+                "cannot write in {}: {e}",
+                self.path.display()
+            ))),
+            Err(e) => Err(DeliveryError::LocalIo(e.to_string())),
+        }
+    }
+}
+
 /// `write_all` for a list of slices, with as few system calls as the kernel allows.
 fn write_all_vectored(file: &mut File, mut parts: Vec<IoSlice<'_>>) -> std::io::Result<()> {
     let mut slices = &mut parts[..];

@@ -110,6 +110,18 @@ impl DeliveryError {
             DeliveryError::Unavailable(_) | DeliveryError::LocalIo(_) => false,
         }
     }
+
+    /// A short stable name of the kind of failure, for metrics: `refused`, `unavailable`,
+    /// `local_io`, `needs_8bitmime`, `bad_address`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DeliveryError::Refused { .. } => "refused",
+            DeliveryError::Unavailable(_) => "unavailable",
+            DeliveryError::LocalIo(_) => "local_io",
+            DeliveryError::Needs8BitMime => "needs_8bitmime",
+            DeliveryError::BadAddress(_) => "bad_address",
+        }
+    }
 }
 
 /// An upstream could not be set up.
@@ -165,6 +177,16 @@ impl Upstream {
         match self {
             Upstream::Smtp(u) => u.deliver(envelope, message).await,
             Upstream::Dir(u) => u.deliver(id, envelope, message).await,
+        }
+    }
+
+    /// Checks that the upstream can take mail now, without sending any: `smtp://` and
+    /// `smtps://` connect (with TLS and AUTH as configured), EHLO and QUIT within `limit`;
+    /// `dir:` creates and removes a file in the directory.
+    pub async fn probe(&self, limit: Duration) -> Result<(), DeliveryError> {
+        match self {
+            Upstream::Smtp(u) => u.probe(limit).await,
+            Upstream::Dir(u) => u.probe().await,
         }
     }
 

@@ -52,6 +52,8 @@ const MAX_REPLY_LINE: usize = 4096;
 const MAX_REPLY: usize = 64 * 1024;
 /// The dot-stuffing buffer.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// How long a probe waits for the upstream's answer to its QUIT.
+const QUIT_WAIT: Duration = Duration::from_secs(1);
 
 /// A byte stream to the upstream: plain TCP or TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -145,6 +147,33 @@ impl SmtpUpstream {
                 humantime::format_duration(self.timeout)
             ))),
         }
+    }
+
+    /// Checks that the upstream can be reached as a delivery would reach it: a new
+    /// connection (implicit TLS, STARTTLS and AUTH as configured) and its EHLO, then QUIT;
+    /// all within `limit` (and `upstream.timeout`). No message is sent and the pool is left
+    /// alone.
+    pub async fn probe(&self, limit: Duration) -> Result<(), DeliveryError> {
+        let limit = limit.min(self.timeout);
+        let mut conn = match tokio::time::timeout(limit, self.connect()).await {
+            Ok(connected) => connected?,
+            Err(_) => {
+                return Err(DeliveryError::Unavailable(format!(
+                    "no answer from {}:{} within {}",
+                    self.host,
+                    self.port,
+                    humantime::format_duration(limit)
+                )));
+            }
+        };
+        // A polite goodbye; whether the upstream answers it no longer matters.
+        let _ = tokio::time::timeout(QUIT_WAIT, async {
+            if conn.command("QUIT").await.is_ok() {
+                let _ = conn.read_reply().await;
+            }
+        })
+        .await;
+        Ok(())
     }
 
     /// A parked connection that is still in step, or a new one.

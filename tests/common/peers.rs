@@ -255,12 +255,13 @@ pub fn smtp_sink(dir: &Path) -> (Running, SocketAddr) {
     (child, addr)
 }
 
-/// `sesrelay serve --config <config>` with `env`, stderr drained.
-fn spawn_sesrelay(config: &Path, env: &[(&str, &str)]) -> Running {
+/// `sesrelay serve --config <config> <args>` with `env`, stderr drained.
+fn spawn_sesrelay(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
     Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_sesrelay"))
             .args(["serve", "--config"])
             .arg(config)
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null()),
         "sesrelay",
@@ -270,7 +271,7 @@ fn spawn_sesrelay(config: &Path, env: &[(&str, &str)]) -> Running {
 /// Starts the `sesrelay` binary on `config` with `env`, and waits for `listeners` (fixed
 /// addresses, for a restart on the same ones; otherwise prefer [`RelayProcess`]).
 pub fn sesrelay(config: &Path, env: &[(&str, &str)], listeners: &[SocketAddr]) -> Running {
-    let mut child = spawn_sesrelay(config, env);
+    let mut child = spawn_sesrelay(config, env, &[]);
     for &addr in listeners {
         wait_for_port(addr, "sesrelay", &mut child);
     }
@@ -294,6 +295,11 @@ impl RelayProcess {
 
     /// Starts the relay on the config file at `config` and waits until it listens.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> RelayProcess {
+        RelayProcess::start_with_args(config, env, &[])
+    }
+
+    /// [`RelayProcess::start`] with more arguments to `serve` (`--log-format json`).
+    pub fn start_with_args(config: &Path, env: &[(&str, &str)], args: &[&str]) -> RelayProcess {
         let text = std::fs::read_to_string(config).expect("config readable");
         let table: toml::Table = text.parse().expect("config is TOML");
         let server = table.get("server").and_then(|s| s.as_table());
@@ -302,7 +308,7 @@ impl RelayProcess {
             .and_then(|l| l.as_array())
             .map_or(1, Vec::len);
         let has_admin = table.contains_key("admin");
-        let process = spawn_sesrelay(config, env);
+        let process = spawn_sesrelay(config, env, args);
         let smtp = process
             .log
             .addresses(Self::SMTP_LINE, smtp_count, START_TIMEOUT);
