@@ -354,6 +354,12 @@ fn shared_relay_manifest_holds_together() {
         "{file}"
     );
 
+    // A read-only, replicated config: the admin listener serves health and metrics only.
+    assert!(
+        !config.admin.as_ref().expect("[admin]").api,
+        "{file}: [admin] api = false"
+    );
+
     // SMTP on every interface, on the port the Service sends to.
     let smtp: SocketAddr = ([0, 0, 0, 0], SMTP_PORT).into();
     assert_eq!(config.server.listen, vec![smtp], "{file}: server.listen");
