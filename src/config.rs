@@ -21,6 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::events::{EventDestination, EventsConfig};
 use crate::policy::{
     AccountRules, ConfigurationSet, Identity, IdentityTable, Policy,
     is_valid_configuration_set_name, validate_tag,
@@ -171,6 +172,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[account]`'s quotas.
     pub account: AccountLimits,
+    /// `[events]`: where event records go.
+    pub events: EventsConfig,
     pub upstream: UpstreamSettings,
     /// `[upstream] strip_ses_headers`: remove every `X-SES-*` header instead of setting them.
     pub strip_ses_headers: bool,
@@ -469,6 +472,8 @@ pub struct PendingDomain<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetRecord {
     pub resource_tags: BTreeMap<String, String>,
+    /// `[configuration_sets.NAME.event_destinations.DEST]`: where the set's events go.
+    pub event_destinations: BTreeMap<String, EventDestination>,
 }
 
 /// The process environment as a secret lookup: `std::env::var`, `None` when a variable is
@@ -983,6 +988,7 @@ impl Source<'_> {
             server,
             policy,
             account,
+            events: EventsConfig::default(),
             upstream,
             strip_ses_headers,
             admin,
@@ -1610,6 +1616,7 @@ impl Source<'_> {
                 name.get_ref().clone(),
                 SetRecord {
                     resource_tags: self.resource_tags(set.resource_tags, &set_key)?,
+                    event_destinations: BTreeMap::new(),
                 },
             );
             sets.insert(

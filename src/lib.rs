@@ -7,6 +7,7 @@ pub mod account;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod fdlimit;
 pub mod health;
 pub mod message;
