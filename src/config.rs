@@ -21,7 +21,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::events::{EventDestination, EventsConfig};
+use crate::events::{
+    CloudWatchDimension, DestinationTarget, DimensionValueSource, EventDestination, EventType,
+    EventsConfig, MAX_DESTINATIONS_PER_SET,
+};
 use crate::policy::{
     AccountRules, ConfigurationSet, Identity, IdentityTable, Policy,
     is_valid_configuration_set_name, validate_tag,
@@ -740,6 +743,53 @@ struct RawConfig {
     verification: RawVerification,
     #[serde(default)]
     account: RawAccount,
+    #[serde(default)]
+    events: RawEvents,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    account_id: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    #[serde(default)]
+    sns: BTreeMap<Spanned<String>, RawEndpoints>,
+    #[serde(default)]
+    eventbridge: BTreeMap<Spanned<String>, RawEndpoints>,
+    #[serde(default)]
+    firehose: BTreeMap<Spanned<String>, RawFirehose>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoints {
+    endpoints: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFirehose {
+    dir: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventDestination {
+    enabled: Option<bool>,
+    matching_event_types: Option<Spanned<Vec<Spanned<String>>>>,
+    sns_topic_arn: Option<Spanned<String>>,
+    event_bus_arn: Option<Spanned<String>>,
+    firehose_stream_arn: Option<Spanned<String>>,
+    iam_role_arn: Option<Spanned<String>>,
+    cloudwatch: Option<Spanned<Vec<RawDimension>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDimension {
+    name: Spanned<String>,
+    value_source: Spanned<String>,
+    default_value: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -861,6 +911,7 @@ struct RawUpstream {
 #[serde(deny_unknown_fields)]
 struct RawConfigurationSet {
     sending_enabled: Option<bool>,
+    event_destinations: Option<Spanned<BTreeMap<Spanned<String>, RawEventDestination>>>,
     tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     resource_tags: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
@@ -971,6 +1022,7 @@ impl Source<'_> {
         let verification =
             self.verification(raw.verification, &server.hostname, &mut secrets.refs)?;
         let (account_rules, account) = self.account(raw.account)?;
+        let events = self.events(raw.events)?;
         let (policy, resources) = self.policy(
             raw.policy,
             raw.configuration_sets,
@@ -988,7 +1040,7 @@ impl Source<'_> {
             server,
             policy,
             account,
-            events: EventsConfig::default(),
+            events,
             upstream,
             strip_ses_headers,
             admin,
@@ -1539,6 +1591,270 @@ impl Source<'_> {
         })
     }
 
+    /// `[events]`: the account id and where each SES destination's records go.
+    fn events(&self, raw: RawEvents) -> Result<EventsConfig, ConfigError> {
+        let mut events = EventsConfig::default();
+        if let Some(id) = raw.account_id {
+            if !(id.get_ref().len() == 12 && id.get_ref().bytes().all(|b| b.is_ascii_digit())) {
+                return Err(self.error(
+                    id.span(),
+                    "events.account_id",
+                    "an AWS account id is 12 digits, such as \"000000000000\"",
+                ));
+            }
+            events.account_id = id.into_inner();
+        }
+        if let Some(dir) = raw.dir {
+            if dir.get_ref().is_empty() {
+                return Err(self.error(dir.span(), "events.dir", "must name a directory"));
+            }
+            events.dir = PathBuf::from(dir.into_inner());
+        }
+        for (kind, raw_map, service) in [
+            ("sns", raw.sns, ArnService::Sns),
+            ("eventbridge", raw.eventbridge, ArnService::EventBridge),
+        ] {
+            for (arn, mapping) in raw_map {
+                let key = format!("events.{kind}.{}", quote_key(arn.get_ref()));
+                self.arn(&arn, &key, service)?;
+                if mapping.endpoints.get_ref().is_empty() {
+                    return Err(self.error(
+                        mapping.endpoints.span(),
+                        format!("{key}.endpoints"),
+                        "at least one http:// or https:// URL",
+                    ));
+                }
+                let mut urls = Vec::new();
+                for (i, url) in mapping.endpoints.into_inner().into_iter().enumerate() {
+                    let ok = url::Url::parse(url.get_ref()).is_ok_and(|u| {
+                        matches!(u.scheme(), "http" | "https") && u.host().is_some()
+                    });
+                    if !ok {
+                        return Err(self.error(
+                            url.span(),
+                            format!("{key}.endpoints[{i}]"),
+                            format!("{:?} is not an http:// or https:// URL", url.get_ref()),
+                        ));
+                    }
+                    urls.push(url.into_inner());
+                }
+                match service {
+                    ArnService::Sns => events.sns.insert(arn.into_inner(), urls),
+                    _ => events.eventbridge.insert(arn.into_inner(), urls),
+                };
+            }
+        }
+        for (arn, mapping) in raw.firehose {
+            let key = format!("events.firehose.{}", quote_key(arn.get_ref()));
+            self.arn(&arn, &key, ArnService::Firehose)?;
+            if mapping.dir.get_ref().is_empty() {
+                return Err(self.error(
+                    mapping.dir.span(),
+                    format!("{key}.dir"),
+                    "must name a directory",
+                ));
+            }
+            events
+                .firehose
+                .insert(arn.into_inner(), PathBuf::from(mapping.dir.into_inner()));
+        }
+        Ok(events)
+    }
+
+    /// An ARN of `service`'s resources: `arn:<partition>:<service>:<region>:<account>:<resource>`.
+    fn arn(
+        &self,
+        arn: &Spanned<String>,
+        key: &str,
+        service: ArnService,
+    ) -> Result<(), ConfigError> {
+        if is_arn_of(arn.get_ref(), service) {
+            Ok(())
+        } else {
+            Err(self.error(
+                arn.span(),
+                key,
+                format!(
+                    "{:?} is not {}, such as \"{}\"",
+                    arn.get_ref(),
+                    service.what(),
+                    service.example()
+                ),
+            ))
+        }
+    }
+
+    /// A set's `event_destinations`: at most 10, each with one target.
+    fn event_destinations(
+        &self,
+        raw: Option<Spanned<BTreeMap<Spanned<String>, RawEventDestination>>>,
+        set_key: &str,
+    ) -> Result<BTreeMap<String, EventDestination>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(BTreeMap::new());
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.len() > MAX_DESTINATIONS_PER_SET {
+            return Err(self.error(
+                span,
+                format!("{set_key}.event_destinations"),
+                format!(
+                    "at most {MAX_DESTINATIONS_PER_SET} event destinations per configuration set (as SES allows), not {}",
+                    raw.len()
+                ),
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (name, dest) in raw {
+            let key = format!("{set_key}.event_destinations.{}", quote_key(name.get_ref()));
+            if !is_valid_configuration_set_name(name.get_ref()) {
+                return Err(self.error(
+                    name.span(),
+                    key,
+                    "an event destination name is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                ));
+            }
+            let Some(types) = dest.matching_event_types else {
+                return Err(self.error(
+                    name.span(),
+                    format!("{key}.matching_event_types"),
+                    "missing required key",
+                ));
+            };
+            let types_span = types.span();
+            let mut matching = Vec::new();
+            for t in types.into_inner() {
+                let Some(event_type) = EventType::from_api_name(t.get_ref()) else {
+                    return Err(self.error(
+                        t.span(),
+                        format!("{key}.matching_event_types"),
+                        format!(
+                            "{:?} is not an event type; one of {}",
+                            t.get_ref(),
+                            EventType::ALL.map(EventType::api_name).join(", ")
+                        ),
+                    ));
+                };
+                matching.push(event_type);
+            }
+            if matching.is_empty() {
+                return Err(self.error(
+                    types_span,
+                    format!("{key}.matching_event_types"),
+                    "at least one event type",
+                ));
+            }
+            matching.sort();
+            matching.dedup();
+            let mut targets = Vec::new();
+            if let Some(arn) = dest.sns_topic_arn {
+                self.arn(&arn, &format!("{key}.sns_topic_arn"), ArnService::Sns)?;
+                targets.push(DestinationTarget::Sns {
+                    topic_arn: arn.into_inner(),
+                });
+            }
+            if let Some(arn) = dest.event_bus_arn {
+                self.arn(
+                    &arn,
+                    &format!("{key}.event_bus_arn"),
+                    ArnService::EventBridge,
+                )?;
+                targets.push(DestinationTarget::EventBridge {
+                    event_bus_arn: arn.into_inner(),
+                });
+            }
+            match (dest.firehose_stream_arn, dest.iam_role_arn) {
+                (Some(arn), role) => {
+                    self.arn(
+                        &arn,
+                        &format!("{key}.firehose_stream_arn"),
+                        ArnService::Firehose,
+                    )?;
+                    targets.push(DestinationTarget::Firehose {
+                        delivery_stream_arn: arn.into_inner(),
+                        iam_role_arn: role.map(Spanned::into_inner).unwrap_or_default(),
+                    });
+                }
+                (None, Some(role)) => {
+                    return Err(self.error(
+                        role.span(),
+                        format!("{key}.iam_role_arn"),
+                        "iam_role_arn goes with firehose_stream_arn",
+                    ));
+                }
+                (None, None) => {}
+            }
+            if let Some(dimensions) = dest.cloudwatch {
+                let span = dimensions.span();
+                let mut out_dims = Vec::new();
+                for (i, d) in dimensions.into_inner().into_iter().enumerate() {
+                    let dkey = format!("{key}.cloudwatch[{i}]");
+                    let Some(source) =
+                        DimensionValueSource::from_api_name(d.value_source.get_ref())
+                    else {
+                        return Err(self.error(
+                            d.value_source.span(),
+                            format!("{dkey}.value_source"),
+                            "one of MESSAGE_TAG, EMAIL_HEADER, LINK_TAG",
+                        ));
+                    };
+                    if !is_dimension_text(d.name.get_ref()) {
+                        return Err(self.error(
+                            d.name.span(),
+                            format!("{dkey}.name"),
+                            "a dimension name is 1-256 characters of A-Z, a-z, 0-9, '_', '-', '.', ':'",
+                        ));
+                    }
+                    if !is_dimension_text(d.default_value.get_ref()) {
+                        return Err(self.error(
+                            d.default_value.span(),
+                            format!("{dkey}.default_value"),
+                            "a default value is 1-256 characters of A-Z, a-z, 0-9, '_', '-', '.', '@'",
+                        ));
+                    }
+                    out_dims.push(CloudWatchDimension {
+                        name: d.name.into_inner(),
+                        value_source: source,
+                        default_value: d.default_value.into_inner(),
+                    });
+                }
+                if out_dims.is_empty() {
+                    return Err(self.error(
+                        span,
+                        format!("{key}.cloudwatch"),
+                        "at least one dimension",
+                    ));
+                }
+                targets.push(DestinationTarget::CloudWatch {
+                    dimensions: out_dims,
+                });
+            }
+            let target = match targets.len() {
+                1 => targets.remove(0),
+                n => {
+                    return Err(self.error(
+                        name.span(),
+                        key,
+                        format!(
+                            "an event destination has exactly one of sns_topic_arn, event_bus_arn, \
+                             firehose_stream_arn, cloudwatch; this one has {n}"
+                        ),
+                    ));
+                }
+            };
+            out.insert(
+                name.into_inner(),
+                EventDestination {
+                    enabled: dest.enabled.unwrap_or(false),
+                    matching_event_types: matching,
+                    target,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// `[account]`: the sandbox's quotas apply unless the file gives its own.
     fn account(&self, raw: RawAccount) -> Result<(AccountRules, AccountLimits), ConfigError> {
         let sandbox = raw.sandbox.unwrap_or(false);
@@ -1616,7 +1932,8 @@ impl Source<'_> {
                 name.get_ref().clone(),
                 SetRecord {
                     resource_tags: self.resource_tags(set.resource_tags, &set_key)?,
-                    event_destinations: BTreeMap::new(),
+                    event_destinations: self
+                        .event_destinations(set.event_destinations, &set_key)?,
                 },
             );
             sets.insert(
@@ -1717,6 +2034,64 @@ impl Source<'_> {
         };
         Ok((policy, resources))
     }
+}
+
+/// The AWS services whose ARNs an event destination names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArnService {
+    Sns,
+    EventBridge,
+    Firehose,
+}
+
+impl ArnService {
+    fn what(self) -> &'static str {
+        match self {
+            ArnService::Sns => "an SNS topic ARN",
+            ArnService::EventBridge => "an EventBridge event bus ARN",
+            ArnService::Firehose => "a Firehose delivery stream ARN",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            ArnService::Sns => "arn:aws:sns:us-east-1:000000000000:ses-events",
+            ArnService::EventBridge => "arn:aws:events:us-east-1:000000000000:event-bus/default",
+            ArnService::Firehose => "arn:aws:firehose:us-east-1:000000000000:deliverystream/ses",
+        }
+    }
+}
+
+/// Whether `arn` is `arn:<partition>:<service>:<region>:<12 digits>:<resource>` for
+/// `service` (`event-bus/NAME`, `deliverystream/NAME`), without control characters or
+/// spaces, at most 2048 characters.
+pub fn is_arn_of(arn: &str, service: ArnService) -> bool {
+    if arn.len() > 2048 || arn.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return false;
+    }
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, svc, region, account, resource] = parts[..] else {
+        return false;
+    };
+    let (name, want) = match service {
+        ArnService::Sns => (Some(resource), "sns"),
+        ArnService::EventBridge => (resource.strip_prefix("event-bus/"), "events"),
+        ArnService::Firehose => (resource.strip_prefix("deliverystream/"), "firehose"),
+    };
+    prefix == "arn"
+        && partition.starts_with("aws")
+        && svc == want
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && name.is_some_and(|n| !n.is_empty() && !n.contains([':', '/']))
+}
+
+/// CloudWatch dimension names and default values: 1-256 of `[A-Za-z0-9_.:@-]`.
+fn is_dimension_text(s: &str) -> bool {
+    (1..=256).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b))
 }
 
 /// A checked integer as the `usize` the runtime uses (every range fits a 64-bit `usize`).

@@ -384,6 +384,18 @@ pub fn api_operation(method: &axum::http::Method, path: &str) -> &'static str {
         ["configuration-sets", _] if get => "GetConfigurationSet",
         ["configuration-sets", _] if delete => "DeleteConfigurationSet",
         ["configuration-sets", _, "sending"] if put => "PutConfigurationSetSendingOptions",
+        ["configuration-sets", _, "event-destinations"] if post => {
+            "CreateConfigurationSetEventDestination"
+        }
+        ["configuration-sets", _, "event-destinations"] if get => {
+            "GetConfigurationSetEventDestinations"
+        }
+        ["configuration-sets", _, "event-destinations", _] if put => {
+            "UpdateConfigurationSetEventDestination"
+        }
+        ["configuration-sets", _, "event-destinations", _] if delete => {
+            "DeleteConfigurationSetEventDestination"
+        }
         ["outbound-emails"] if post => "SendEmail",
         ["account"] if get => "GetAccount",
         ["account", "sending"] if put => "PutAccountSendingAttributes",

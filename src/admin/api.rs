@@ -31,7 +31,7 @@ use crate::relay::{Refusal, Submission};
 use crate::upstream::DeliveryError;
 
 /// The body as JSON; an empty body is `{}`.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod error;
+pub mod event_destinations;
 pub mod idempotency;
 pub mod sigv4;
 pub mod store;
@@ -230,6 +231,14 @@ fn api_routes(state: &AdminState) -> Router<AdminState> {
         .route(
             "/v2/email/configuration-sets/{name}/sending",
             put(api::put_configuration_set_sending_options),
+        )
+        .route(
+            "/v2/email/configuration-sets/{name}/event-destinations",
+            post(event_destinations::create).get(event_destinations::get_all),
+        )
+        .route(
+            "/v2/email/configuration-sets/{name}/event-destinations/{destination}",
+            put(event_destinations::update).delete(event_destinations::delete),
         )
         // Newer botocore models list with POST and a JSON body.
         .route(

@@ -13,10 +13,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use toml_edit::{DocumentMut, InlineTable, Item, Table, TableLike, Value};
+use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::ApiError;
 use crate::config::{self, Config, Verification};
+use crate::events::{DestinationTarget, EventDestination};
 use crate::relay::Relay;
 
 pub struct Store {
@@ -277,6 +278,78 @@ impl Editor<'_> {
 
     pub fn remove_configuration_set(&mut self, name: &str) -> Result<(), ApiError> {
         self.remove(Section::ConfigurationSets, name)
+    }
+
+    /// Adds or replaces `[configuration_sets.SET.event_destinations.NAME]`.
+    pub fn put_event_destination(
+        &mut self,
+        set: &str,
+        name: &str,
+        dest: &EventDestination,
+    ) -> Result<(), ApiError> {
+        let mut t = Table::new();
+        t.insert("enabled", toml_edit::value(dest.enabled));
+        let mut types = Array::new();
+        for event_type in &dest.matching_event_types {
+            types.push(event_type.api_name());
+        }
+        t.insert("matching_event_types", toml_edit::value(types));
+        match &dest.target {
+            DestinationTarget::Sns { topic_arn } => {
+                t.insert("sns_topic_arn", toml_edit::value(topic_arn));
+            }
+            DestinationTarget::EventBridge { event_bus_arn } => {
+                t.insert("event_bus_arn", toml_edit::value(event_bus_arn));
+            }
+            DestinationTarget::Firehose {
+                delivery_stream_arn,
+                iam_role_arn,
+            } => {
+                t.insert("firehose_stream_arn", toml_edit::value(delivery_stream_arn));
+                if !iam_role_arn.is_empty() {
+                    t.insert("iam_role_arn", toml_edit::value(iam_role_arn));
+                }
+            }
+            DestinationTarget::CloudWatch { dimensions } => {
+                let mut list = Array::new();
+                for d in dimensions {
+                    let mut dim = InlineTable::new();
+                    dim.insert("name", Value::from(d.name.as_str()));
+                    dim.insert("value_source", Value::from(d.value_source.api_name()));
+                    dim.insert("default_value", Value::from(d.default_value.as_str()));
+                    list.push(dim);
+                }
+                t.insert("cloudwatch", toml_edit::value(list));
+            }
+        }
+        let entry = self.entry(Section::ConfigurationSets, set)?;
+        let dests = entry
+            .entry("event_destinations")
+            .or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            })
+            .as_table_like_mut()
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "configuration_sets.{set}.event_destinations in the configuration is not a table"
+                ))
+            })?;
+        dests.insert(name, Item::Table(t));
+        Ok(())
+    }
+
+    /// Removes `[configuration_sets.SET.event_destinations.NAME]`.
+    pub fn remove_event_destination(&mut self, set: &str, name: &str) -> Result<(), ApiError> {
+        let entry = self.entry(Section::ConfigurationSets, set)?;
+        if let Some(dests) = entry
+            .get_mut("event_destinations")
+            .and_then(Item::as_table_like_mut)
+        {
+            dests.remove(name);
+        }
+        Ok(())
     }
 
     /// `[account] sending_enabled`, the section created if missing.
