@@ -18,5 +18,6 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod smtp;
+pub mod suppression;
 pub mod tls;
 pub mod upstream;

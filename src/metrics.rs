@@ -399,6 +399,15 @@ pub fn api_operation(method: &axum::http::Method, path: &str) -> &'static str {
         ["outbound-emails"] if post => "SendEmail",
         ["account"] if get => "GetAccount",
         ["account", "sending"] if put => "PutAccountSendingAttributes",
+        ["account", "suppression"] if put => "PutAccountSuppressionAttributes",
+        ["configuration-sets", _, "suppression-options"] if put => {
+            "PutConfigurationSetSuppressionOptions"
+        }
+        ["suppression", "addresses"] if put => "PutSuppressedDestination",
+        ["suppression", "addresses"] if get => "ListSuppressedDestinations",
+        ["list-suppressed-destinations"] if post => "ListSuppressedDestinations",
+        ["suppression", "addresses", _] if get => "GetSuppressedDestination",
+        ["suppression", "addresses", _] if delete => "DeleteSuppressedDestination",
         _ => "Unknown",
     }
 }
@@ -469,6 +478,41 @@ mod tests {
                 Method::PUT,
                 "/v2/email/configuration-sets/m/sending",
                 "PutConfigurationSetSendingOptions",
+            ),
+            (
+                Method::PUT,
+                "/v2/email/account/suppression",
+                "PutAccountSuppressionAttributes",
+            ),
+            (
+                Method::PUT,
+                "/v2/email/configuration-sets/m/suppression-options",
+                "PutConfigurationSetSuppressionOptions",
+            ),
+            (
+                Method::PUT,
+                "/v2/email/suppression/addresses",
+                "PutSuppressedDestination",
+            ),
+            (
+                Method::GET,
+                "/v2/email/suppression/addresses",
+                "ListSuppressedDestinations",
+            ),
+            (
+                Method::POST,
+                "/v2/email/list-suppressed-destinations",
+                "ListSuppressedDestinations",
+            ),
+            (
+                Method::GET,
+                "/v2/email/suppression/addresses/joe%40example.com",
+                "GetSuppressedDestination",
+            ),
+            (
+                Method::DELETE,
+                "/v2/email/suppression/addresses/joe%40example.com",
+                "DeleteSuppressedDestination",
             ),
             (Method::GET, "/verify", "Verify"),
             (Method::GET, "/v2/email/outbound-emails", "Unknown"),

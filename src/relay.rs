@@ -14,6 +14,7 @@ use crate::password;
 use crate::policy::{Acceptance, Decision, Rejection, SenderLimit, is_mailbox_simulator};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Event, Handler, SessionConfig, Transaction};
+use crate::suppression::{self, SuppressionError, SuppressionList};
 use crate::tls::TlsInfo;
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
@@ -47,6 +48,17 @@ pub struct Relay {
     quotas: Quotas,
     metrics: Metrics,
     health: Health,
+    /// The account's suppression list, in a file beside the configuration.
+    suppression: SuppressionList,
+}
+
+/// Why a relay could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Suppression(#[from] SuppressionError),
 }
 
 /// Why a reload left the running configuration as it was.
@@ -109,8 +121,17 @@ impl ChangeGuard<'_> {
 }
 
 impl Relay {
-    pub fn new(config: Config) -> Result<Relay, UpstreamError> {
+    /// The relay for `config`, its suppression list read from the file beside the
+    /// configuration file ([`suppression::path_for`]). A configuration that was not read
+    /// from a file (no file at `config.path`, as the in-process tests build theirs) keeps
+    /// its list in memory only.
+    pub fn new(config: Config) -> Result<Relay, RelayError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let suppression = if config.path.is_file() {
+            SuppressionList::load(&suppression::path_for(&config.path))?
+        } else {
+            SuppressionList::in_memory()
+        };
         let seen = Arc::from(config.source_text());
         Ok(Relay {
             live: RwLock::new(Arc::new(snapshot(config, upstream))),
@@ -118,7 +139,13 @@ impl Relay {
             quotas: Quotas::new(),
             metrics: Metrics::new(),
             health: Health::new(),
+            suppression,
         })
+    }
+
+    /// The account's suppression list.
+    pub fn suppression(&self) -> &SuppressionList {
+        &self.suppression
     }
 
     /// Waits for the other changes to finish and holds off new ones until dropped.

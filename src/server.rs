@@ -9,9 +9,10 @@ use tokio::sync::watch;
 use crate::admin::verification::VerificationError;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayError};
 use crate::smtp::InflightBudget;
 use crate::smtp::listener::{self, Limits};
+use crate::suppression::SuppressionError;
 use crate::tls::{RELOAD_INTERVAL, Tls, TlsError};
 use crate::upstream::UpstreamError;
 
@@ -19,6 +20,8 @@ use crate::upstream::UpstreamError;
 pub enum ServerError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Suppression(#[from] SuppressionError),
     #[error(transparent)]
     Verification(#[from] VerificationError),
     #[error(transparent)]
@@ -29,6 +32,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<RelayError> for ServerError {
+    fn from(e: RelayError) -> ServerError {
+        match e {
+            RelayError::Upstream(e) => ServerError::Upstream(e),
+            RelayError::Suppression(e) => ServerError::Suppression(e),
+        }
+    }
 }
 
 /// A relay whose listeners are bound (so tests can bind port 0 and read the port back).

@@ -425,6 +425,7 @@ pub async fn create_configuration_set(
             editor.add_configuration_set(&name, enabled, &tags)
         })
         .await?;
+    super::suppression::forget_set_options(&state, &name).await;
     tracing::info!(configuration_set = %name, "configuration set created");
     Ok(Json(json!({})).into_response())
 }
@@ -445,12 +446,15 @@ pub async fn get_configuration_set(
         .get(&name)
         .map(|r| tags_out(&r.resource_tags))
         .unwrap_or_default();
-    Ok(Json(json!({
+    let mut body = json!({
         "ConfigurationSetName": name,
         "SendingOptions": { "SendingEnabled": set.sending_enabled },
         "Tags": tags,
-    }))
-    .into_response())
+    });
+    if let Some(reasons) = state.relay.suppression().set_options(&name) {
+        body["SuppressionOptions"] = super::suppression::reasons_object(&reasons);
+    }
+    Ok(Json(body).into_response())
 }
 
 pub async fn delete_configuration_set(
@@ -467,6 +471,7 @@ pub async fn delete_configuration_set(
             editor.remove_configuration_set(&name)
         })
         .await?;
+    super::suppression::forget_set_options(&state, &name).await;
     tracing::info!(configuration_set = %name, "configuration set deleted");
     Ok(Json(json!({})).into_response())
 }
@@ -525,6 +530,9 @@ pub async fn get_account(State(state): State<AdminState>) -> Result<Response, Ap
             "MaxSendRate": reported_limit(config.account.max_send_rate),
             "SentLast24Hours": state.relay.sent_last_24_hours() as f64,
         },
+        "SuppressionAttributes": super::suppression::reasons_object(
+            &state.relay.suppression().account_reasons()
+        ),
     }))
     .into_response())
 }
@@ -663,7 +671,7 @@ fn checked_address(address: &str) -> Result<(), ApiError> {
 
 /// "Invalid email address <x>." with at most 256 characters of the client's text,
 /// control characters shown as '?'.
-fn invalid_address(text: &str) -> ApiError {
+pub(super) fn invalid_address(text: &str) -> ApiError {
     let shown: String = text
         .chars()
         .take(256)

@@ -19,6 +19,7 @@ pub mod event_destinations;
 pub mod idempotency;
 pub mod sigv4;
 pub mod store;
+pub mod suppression;
 pub mod v1;
 pub mod verification;
 
@@ -254,6 +255,29 @@ fn api_routes(state: &AdminState) -> Router<AdminState> {
         .route(
             "/v2/email/account/sending",
             put(api::put_account_sending_attributes),
+        )
+        // The suppression list.
+        .route(
+            "/v2/email/suppression/addresses",
+            put(suppression::put_suppressed_destination)
+                .get(suppression::list_suppressed_destinations),
+        )
+        .route(
+            "/v2/email/suppression/addresses/{address}",
+            get(suppression::get_suppressed_destination)
+                .delete(suppression::delete_suppressed_destination),
+        )
+        .route(
+            "/v2/email/list-suppressed-destinations",
+            post(suppression::list_suppressed_destinations),
+        )
+        .route(
+            "/v2/email/account/suppression",
+            put(suppression::put_account_suppression_attributes),
+        )
+        .route(
+            "/v2/email/configuration-sets/{name}/suppression-options",
+            put(suppression::put_configuration_set_suppression_options),
         )
         // The v1 (Query) API's form posts.
         .route("/", post(v1::query))
