@@ -161,10 +161,13 @@ pub struct ServerConfig {
 /// The limits of `[account]` (SPEC 4.5): recipients per second and per sliding 24 hours;
 /// 0 is no limit. Its switches (`sandbox`, `sending_enabled`) are rules of the policy
 /// ([`crate::policy::AccountRules`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountLimits {
     pub max_send_rate: f64,
     pub max_24_hour_send: u64,
+    /// `account.suppression_file`: where the suppression list is kept; `None`: beside the
+    /// configuration file (`<stem>.suppression.json`).
+    pub suppression_file: Option<PathBuf>,
 }
 
 /// A validated configuration: one immutable snapshot of everything the relay applies.
@@ -559,6 +562,10 @@ impl Config {
             self.verification.secret == next.verification.secret,
         );
         check(
+            "account.suppression_file",
+            self.account.suppression_file == next.account.suppression_file,
+        );
+        check(
             "verification.dns_resolver",
             self.verification.dns_resolver == next.verification.dns_resolver,
         );
@@ -799,6 +806,7 @@ struct RawAccount {
     max_send_rate: Option<Spanned<RawNumber>>,
     max_24_hour_send: Option<Spanned<i64>>,
     sending_enabled: Option<bool>,
+    suppression_file: Option<Spanned<String>>,
 }
 
 /// A TOML integer or float (`max_send_rate = 14` and `= 0.5` both read).
@@ -1881,6 +1889,17 @@ impl Source<'_> {
             "account.max_24_hour_send",
             default_quota,
         )?;
+        let suppression_file = match raw.suppression_file {
+            Some(file) if file.get_ref().is_empty() => {
+                return Err(self.error(
+                    file.span(),
+                    "account.suppression_file",
+                    "must name a file; remove the key to keep the list beside the configuration",
+                ));
+            }
+            Some(file) => Some(PathBuf::from(file.into_inner())),
+            None => None,
+        };
         Ok((
             AccountRules {
                 sandbox,
@@ -1889,6 +1908,7 @@ impl Source<'_> {
             AccountLimits {
                 max_send_rate,
                 max_24_hour_send,
+                suppression_file,
             },
         ))
     }

@@ -121,16 +121,19 @@ impl ChangeGuard<'_> {
 }
 
 impl Relay {
-    /// The relay for `config`, its suppression list read from the file beside the
-    /// configuration file ([`suppression::path_for`]). A configuration that was not read
+    /// The relay for `config`, its suppression list read from `account.suppression_file`,
+    /// else from the file beside the configuration file ([`suppression::path_for`]). A
+    /// configuration that was not read
     /// from a file (no file at `config.path`, as the in-process tests build theirs) keeps
     /// its list in memory only.
     pub fn new(config: Config) -> Result<Relay, RelayError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
-        let suppression = if config.path.is_file() {
-            SuppressionList::load(&suppression::path_for(&config.path))?
-        } else {
-            SuppressionList::in_memory()
+        let suppression = match &config.account.suppression_file {
+            Some(file) => SuppressionList::load(file)?,
+            None if config.path.is_file() => {
+                SuppressionList::load(&suppression::path_for(&config.path))?
+            }
+            None => SuppressionList::in_memory(),
         };
         let seen = Arc::from(config.source_text());
         Ok(Relay {

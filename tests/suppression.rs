@@ -1204,3 +1204,30 @@ async fn the_aws_cli_manages_the_suppression_list() {
     );
     api.stop().await;
 }
+
+/// `account.suppression_file` puts the list where the operator says (a writable volume
+/// when the configuration's directory is read-only); it is read from there at start.
+#[tokio::test]
+async fn the_list_can_live_in_a_file_of_the_operators_choosing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let list = state.join("suppressed.json");
+    let text = CONFIG.replace("OUTBOX", &dir.path().join("outbox").display().to_string())
+        + &format!("\n[account]\nsuppression_file = \"{}\"\n", list.display());
+    std::fs::write(dir.path().join("sesrelay.toml"), text).unwrap();
+    let api = Api::start_in(dir).await;
+    api.put("there@x.test", "BOUNCE").await;
+    assert!(list.is_file());
+    assert!(
+        !api.list_file().exists(),
+        "nothing beside the configuration"
+    );
+    let dir = api.stop().await;
+    let api = Api::start_in(dir).await;
+    assert_eq!(
+        api.get("there@x.test").await["SuppressedDestination"]["Reason"],
+        "BOUNCE"
+    );
+    api.stop().await;
+}
