@@ -205,6 +205,7 @@ mod tests {
         AccountLimits {
             max_send_rate: rate,
             max_24_hour_send: day,
+            suppression_file: None,
         }
     }
 
