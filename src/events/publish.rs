@@ -147,12 +147,15 @@ struct Workers {
     running: HashMap<(SinkKind, Target), Worker>,
 }
 
+/// Sets of CloudWatch dimension values seen.
+type LabelSets = HashSet<Vec<String>>;
+
 struct Inner {
     counters: EventCounters,
     retry: RetryPolicy,
     workers: Mutex<Workers>,
     /// The sets of dimension values each CloudWatch destination (set, destination) counts.
-    cloudwatch: Mutex<HashMap<(String, String), HashSet<Vec<String>>>>,
+    cloudwatch: Mutex<HashMap<(String, String), LabelSets>>,
 }
 
 /// The relay's event publisher (`relay.events()`).
@@ -856,6 +859,63 @@ mod tests {
         );
         assert_eq!(arn_region("arn:aws:sns:eu-west-1:1:t"), "eu-west-1");
         assert_eq!(arn_region("nonsense"), "us-east-1");
+    }
+
+    /// Past 1,000 sets of dimension values per destination, values become the defaults.
+    #[test]
+    fn cloudwatch_label_sets_are_bounded() {
+        let mut config = Config::parse(
+            "[upstream]\nurl = \"dir:/nonexistent\"\n[configuration_sets.m]\n[identities.\"example.com\"]\nverified = true\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        config
+            .resources
+            .configuration_sets
+            .get_mut("m")
+            .unwrap()
+            .event_destinations
+            .insert(
+                "cw".into(),
+                super::super::EventDestination {
+                    enabled: true,
+                    matching_event_types: vec![EventType::Send],
+                    target: DestinationTarget::CloudWatch {
+                        dimensions: vec![dimension("campaign")],
+                    },
+                },
+            );
+        let config = Arc::new(config);
+        let metrics = crate::metrics::Metrics::new();
+        let publisher = Publisher::new(metrics.events().clone());
+        let message = crate::message::Message::parse(b"From: a@example.com\r\n\r\n".to_vec());
+        for i in 0..MAX_LABEL_SETS + 5 {
+            let tags = vec![("campaign".to_owned(), format!("c{i}"))];
+            let mail = Mail::new(
+                &config,
+                &super::super::Origin {
+                    message_id: "0100018c3a4b5c6d-5f1e2d3c-4b5a-4697-8877-665544332211-000000",
+                    timestamp: OffsetDateTime::now_utc(),
+                    envelope_sender: "a@example.com",
+                    recipients: &["b@example.net".to_owned()],
+                    message: &message,
+                    configuration_set: "m",
+                    tags: &tags,
+                    operation: "SendSmtpEmail",
+                    source_ip: "127.0.0.1".parse().unwrap(),
+                    caller_identity: None,
+                },
+            );
+            publisher.emitter(Arc::clone(&config), mail).send();
+        }
+        let page = metrics.encode(false);
+        let series: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("sesrelay_cloudwatch_events_total{"))
+            .collect();
+        assert_eq!(series.len(), MAX_LABEL_SETS + 1, "{page}");
+        assert!(series.contains(&"sesrelay_cloudwatch_events_total{configuration_set=\"m\",destination=\"cw\",event_type=\"Send\",campaign=\"none\"} 5"), "{page}");
+        assert!(page.contains("sesrelay_events_published_total{sink=\"cloudwatch\"} 1005"));
     }
 
     #[test]
