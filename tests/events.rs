@@ -622,6 +622,16 @@ async fn cloudwatch_destinations_count_events_on_metrics() {
         metrics.get("sesrelay_events_published_total{sink=\"cloudwatch\"}"),
         Some(&6.0)
     );
+    // The family is served now, and the README's metrics table lists it.
+    let page = reqwest::get(format!("http://{}/metrics", relay.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("\n# TYPE sesrelay_cloudwatch_events_total counter\n"));
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    assert!(readme.contains("\n| `sesrelay_cloudwatch_events_total` | counter | "));
     // Nothing written for a CloudWatch destination.
     assert!(!relay.events_dir().exists());
     relay.stop().await;
