@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Throttle};
 use crate::config::{Config, ConfigError};
-use crate::events::{self, BounceKind, Publisher};
+use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
 use crate::message::{self, Message, Rewrite, Trace};
 use crate::metrics::{ConnectionRefusal, Metrics};
@@ -563,17 +563,26 @@ impl Relay {
                 return Err(refusal);
             }
         };
+        // The message's events, when its set has destinations.
         let emitter = mail.map(|mail| self.events.emitter(Arc::clone(&config), mail));
         // The mailbox simulator's recipients never reach the upstream.
         let (simulated, forwarded_to): (Vec<String>, Vec<String>) = rcpt_to
             .iter()
             .cloned()
             .partition(|r| events::simulated(r).is_some());
+        // What becomes of the recipients kept from the upstream, once the message is
+        // settled (accepted, or refused for good), after its Send: called once, with or
+        // without event destinations.
+        let settle_unforwarded = |emitter: Option<&Emitter>| {
+            if let Some(emitter) = emitter {
+                emitter.simulate(&simulated);
+            }
+        };
         if forwarded_to.is_empty() {
             if let Some(emitter) = &emitter {
                 emitter.send();
-                emitter.simulate(&simulated);
             }
+            settle_unforwarded(emitter.as_ref());
             self.metrics
                 .accepted(acceptance.configuration_set.as_deref());
             outcome.accepted(&acceptance, "none (mailbox simulator recipients only)");
@@ -615,19 +624,21 @@ impl Relay {
                         &smtp_response(&ack),
                         outgoing_ip(&config),
                     );
-                    emitter.simulate(&simulated);
                 }
+                settle_unforwarded(emitter.as_ref());
                 self.metrics
                     .accepted(acceptance.configuration_set.as_deref());
                 outcome.accepted(&acceptance, &ack);
                 Ok(id)
             }
             Err(e) => {
-                if let Some(emitter) = emitter.as_ref().filter(|_| e.is_permanent()) {
-                    emitter.send();
-                    let reply = delivery_reply(&e).to_line();
-                    emitter.bounce(&envelope.rcpt_to, &BounceKind::Refused { reply });
-                    emitter.simulate(&simulated);
+                if e.is_permanent() {
+                    if let Some(emitter) = &emitter {
+                        emitter.send();
+                        let reply = delivery_reply(&e).to_line();
+                        emitter.bounce(&envelope.rcpt_to, &BounceKind::Refused { reply });
+                    }
+                    settle_unforwarded(emitter.as_ref());
                 }
                 self.quotas.refund(reservation);
                 let refusal = Refusal::Upstream(e);

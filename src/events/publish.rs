@@ -69,8 +69,8 @@ static SIGNATURE: LazyLock<String> = LazyLock::new(|| {
 /// What an HTTP sink does with a record its endpoint does not take (a connection refused,
 /// no answer within `attempt_timeout`, an answer other than 2xx): it waits each delay in
 /// turn and tries again, then drops the record. The default: three quick retries 100 ms
-/// apart, then 0.5 s, 1 s, 2 s, 4 s: eight retries, some 8 s of waiting plus the attempts
-/// (at most 5 s each), after which the record is dropped.
+/// apart, then 0.5 s, 1 s, 2 s, 4 s, 4 s: eight retries, some 12 s of waiting plus the
+/// attempts (at most 5 s each), after which the record is dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub delays: Vec<Duration>,
