@@ -279,25 +279,29 @@ impl Emitter {
     }
 
     /// `Bounce` of `recipients`, of the kind given (e.g. [`BounceKind::Suppressed`] for
-    /// recipients on the suppression list).
-    pub fn bounce(&self, recipients: &[String], kind: &BounceKind) {
+    /// recipients on the suppression list); the record's `feedbackId`, `None` (and no
+    /// record) for no recipients.
+    pub fn bounce(&self, recipients: &[String], kind: &BounceKind) -> Option<String> {
         if recipients.is_empty() {
-            return;
+            return None;
         }
         let hostname = &self.config.server.hostname;
-        self.emit(Event::Bounce(Bounce::new(
-            &self.mail, recipients, kind, hostname,
-        )));
+        let bounce = Bounce::new(&self.mail, recipients, kind, hostname);
+        let feedback_id = bounce.feedback_id.clone();
+        self.emit(Event::Bounce(bounce));
+        Some(feedback_id)
     }
 
-    /// `Complaint` (abuse) by `recipients`, reported by `user_agent`.
-    pub fn complaint(&self, recipients: &[String], user_agent: &str) {
+    /// `Complaint` (abuse) by `recipients`, reported by `user_agent`; the record's
+    /// `feedbackId`, `None` (and no record) for no recipients.
+    pub fn complaint(&self, recipients: &[String], user_agent: &str) -> Option<String> {
         if recipients.is_empty() {
-            return;
+            return None;
         }
-        self.emit(Event::Complaint(Complaint::new(
-            &self.mail, recipients, user_agent,
-        )));
+        let complaint = Complaint::new(&self.mail, recipients, user_agent);
+        let feedback_id = complaint.feedback_id.clone();
+        self.emit(Event::Complaint(complaint));
+        Some(feedback_id)
     }
 
     /// The mailbox simulator's events for those of `recipients` that are its mailboxes

@@ -247,22 +247,26 @@ impl Mail {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A `feedbackId` in SES's form: the message id's region prefix, now, a random UUID.
     fn feedback_id(&self) -> String {
-        let prefix = self
-            .message_id
-            .get(..4)
-            .filter(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
-            .unwrap_or("0100");
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-            & 0xffff_ffff_ffff;
-        format!(
-            "{prefix}{millis:012x}-{}-000000",
-            uuid::Uuid::new_v4().hyphenated()
-        )
+        new_feedback_id(&self.message_id)
     }
+}
+
+/// A new `feedbackId` for a bounce or complaint of message `message_id`, in SES's form:
+/// the message id's region prefix, now in Unix milliseconds, a random UUID, `-000000`.
+pub fn new_feedback_id(message_id: &str) -> String {
+    let prefix = message_id
+        .get(..4)
+        .filter(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or("0100");
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        & 0xffff_ffff_ffff;
+    format!(
+        "{prefix}{millis:012x}-{}-000000",
+        uuid::Uuid::new_v4().hyphenated()
+    )
 }
 
 /// The identity `sourceArn` names: the most specific verified identity covering `source`,
