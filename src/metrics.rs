@@ -4,7 +4,10 @@
 //! Every label value comes from a closed list (a reason code, an error class, an SES
 //! operation name, an HTTP status) or from the configuration sets that exist in the
 //! configuration; none carries an address, a user name, a header value or a secret, so the
-//! page is safe to serve without authentication and its cardinality is bounded.
+//! page is safe to serve without authentication and its cardinality is bounded. The one
+//! exception is `sesrelay_cloudwatch_events_total`, a CloudWatch event destination's
+//! counter: its dimension values are the message tags or headers the operator chose to
+//! count by (as CloudWatch would show them), at most 1,000 sets of values per destination.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -99,6 +102,62 @@ struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: &'static str,
+}
+
+/// Every kind of event sink (`sesrelay_events_*_total{sink}`): SNS notifications, EventBridge
+/// events, Firehose JSON lines, the JSON lines of destinations without a mapping (`file`),
+/// CloudWatch counters.
+pub const EVENT_SINKS: &[&str] = &["sns", "eventbridge", "firehose", "file", "cloudwatch"];
+
+/// The event publisher's counters ([`crate::events::Publisher`]): handles on families of
+/// the registry, cloned into the publisher's workers.
+#[derive(Clone)]
+pub struct EventCounters {
+    published: Family<SinkLabel, Counter>,
+    retried: Family<SinkLabel, Counter>,
+    dropped: Family<SinkLabel, Counter>,
+    cloudwatch: Family<Vec<(String, String)>, Counter>,
+}
+
+impl std::fmt::Debug for EventCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventCounters").finish_non_exhaustive()
+    }
+}
+
+impl EventCounters {
+    /// `n` records a sink took (an endpoint answered 2xx, a line was written, a CloudWatch
+    /// counter moved). `sink` is one of [`EVENT_SINKS`].
+    pub fn published(&self, sink: &'static str, n: u64) {
+        self.published.get_or_create(&SinkLabel { sink }).inc_by(n);
+    }
+
+    /// One more attempt at a record an endpoint did not take.
+    pub fn retried(&self, sink: &'static str) {
+        self.retried.get_or_create(&SinkLabel { sink }).inc();
+    }
+
+    /// `n` records given up: a full queue, retries spent, a write that failed, the
+    /// shutdown grace over.
+    pub fn dropped(&self, sink: &'static str, n: u64) {
+        self.dropped.get_or_create(&SinkLabel { sink }).inc_by(n);
+    }
+
+    /// Records dropped so far for `sink`.
+    pub fn dropped_count(&self, sink: &'static str) -> u64 {
+        self.dropped.get_or_create(&SinkLabel { sink }).get()
+    }
+
+    /// One event counted for a CloudWatch destination, with its labels (configuration set,
+    /// destination, event type, then one per dimension). The publisher bounds their values.
+    pub fn cloudwatch(&self, labels: Vec<(String, String)>) {
+        self.cloudwatch.get_or_create(&labels).inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     operation: &'static str,
     status: u16,
@@ -120,6 +179,7 @@ pub struct Metrics {
     budget: OnceLock<InflightBudget>,
     reloads: Family<ResultLabel, Counter>,
     api_requests: Family<ApiLabels, Counter>,
+    events: EventCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +275,37 @@ impl Metrics {
             "Admin API requests, by SES operation and HTTP status",
             api_requests.clone(),
         );
+        let events = EventCounters {
+            published: Family::default(),
+            retried: Family::default(),
+            dropped: Family::default(),
+            cloudwatch: Family::default(),
+        };
+        registry.register(
+            "events_published",
+            "Event records a sink took (endpoint answered 2xx, line written, counter moved), by sink",
+            events.published.clone(),
+        );
+        registry.register(
+            "events_retried",
+            "Further attempts at event records an HTTP endpoint did not take, by sink",
+            events.retried.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Event records given up (queue full, retries spent, write failed, shutdown), by sink",
+            events.dropped.clone(),
+        );
+        registry.register(
+            "cloudwatch_events",
+            "Events of CloudWatch event destinations, by configuration set, destination, event type and dimension",
+            events.cloudwatch.clone(),
+        );
+        for &sink in EVENT_SINKS {
+            for family in [&events.published, &events.retried, &events.dropped] {
+                family.get_or_create(&SinkLabel { sink }).get();
+            }
+        }
         for reason in [
             ConnectionRefusal::MaxConnections,
             ConnectionRefusal::Network,
@@ -249,7 +340,13 @@ impl Metrics {
             budget: OnceLock::new(),
             reloads,
             api_requests,
+            events,
         }
+    }
+
+    /// The event publisher's counters.
+    pub fn events(&self) -> &EventCounters {
+        &self.events
     }
 
     /// The in-flight budget whose use `sesrelay_inflight_bytes` shows (read at each

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Throttle};
 use crate::config::{Config, ConfigError};
+use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
 use crate::message::{self, Message, Rewrite, Trace};
 use crate::metrics::{ConnectionRefusal, Metrics};
@@ -50,6 +51,7 @@ pub struct Relay {
     health: Health,
     /// The account's suppression list, in a file beside the configuration.
     suppression: SuppressionList,
+    events: Publisher,
 }
 
 /// Why a relay could not be made.
@@ -136,13 +138,16 @@ impl Relay {
             None => SuppressionList::in_memory(),
         };
         let seen = Arc::from(config.source_text());
+        let metrics = Metrics::new();
+        let events = Publisher::new(metrics.events().clone());
         Ok(Relay {
             live: RwLock::new(Arc::new(snapshot(config, upstream))),
             changes: tokio::sync::Mutex::new(seen),
             quotas: Quotas::new(),
-            metrics: Metrics::new(),
+            metrics,
             health: Health::new(),
             suppression,
+            events,
         })
     }
 
@@ -227,6 +232,12 @@ impl Relay {
     /// The metrics registry (`GET /metrics`).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The event publisher: the records of the messages whose sets have event
+    /// destinations go through it (SPEC 8).
+    pub fn events(&self) -> &Publisher {
+        &self.events
     }
 
     /// The readiness state: draining, and the last upstream check.
@@ -456,8 +467,17 @@ impl Relay {
     /// Judges one message against the current configuration and forwards it; `Ok` holds
     /// the message id, given only once the upstream has accepted. Every outcome is counted
     /// in the metrics and logged in one line ([`Outcome`]).
+    ///
+    /// The mailbox simulator's recipients are never forwarded: a message for them alone is
+    /// accepted without the upstream. A message accepted with a set that has event
+    /// destinations publishes its events (SPEC 8) once the outcome is known: Send, then
+    /// Delivery when the upstream took it, or Bounce when the upstream refused it for good
+    /// (the client got the upstream's 5xx); a temporary failure (4xx, upstream unreachable)
+    /// publishes nothing, since the client sends again. The simulator's recipients get the
+    /// events of their names.
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
         let started = Instant::now();
+        let accepted_at = time::OffsetDateTime::now_utc();
         let snapshot = self.current();
         let config = Arc::clone(&snapshot.config);
         let Submission {
@@ -473,6 +493,7 @@ impl Relay {
             configuration_set,
             tags,
         } = submission;
+        let operation = events::record::ses_operation(protocol, id.is_some());
         let id = id.unwrap_or_else(|| new_message_id(&config.server.region));
         let size = message.len();
         self.metrics.received(size);
@@ -484,6 +505,8 @@ impl Relay {
             let config = Arc::clone(&config);
             let mail_from = mail_from.clone();
             let recipients = rcpt_to.clone();
+            let id = id.clone();
+            let caller = auth_user.clone();
             move || {
                 let mut facts = message.facts(&mail_from);
                 facts.recipients = recipients;
@@ -493,10 +516,36 @@ impl Relay {
                 facts.api_tags = tags;
                 facts.sender_limit = limit;
                 let from = facts.from.as_deref().unwrap_or_default().join(", ");
-                (config.policy.resolve(&facts), message, from)
+                let decision = config.policy.resolve(&facts);
+                // The `mail` of the message's event records, read from its header block
+                // here (off the async threads for a large message), when its set has
+                // destinations.
+                let mail = match &decision {
+                    Decision::Accept(Acceptance {
+                        configuration_set: Some(set),
+                        tags,
+                        ..
+                    }) if events::has_destinations(&config, set) => Some(events::Mail::new(
+                        &config,
+                        &events::Origin {
+                            message_id: &id,
+                            timestamp: accepted_at,
+                            envelope_sender: &mail_from,
+                            recipients: &facts.recipients,
+                            message: &message,
+                            configuration_set: set,
+                            tags,
+                            operation,
+                            source_ip: peer,
+                            caller_identity: caller.as_deref(),
+                        },
+                    )),
+                    _ => None,
+                };
+                (decision, message, from, mail)
             }
         };
-        let (decision, message, from) = if large {
+        let (decision, message, from, mail) = if large {
             match tokio::task::spawn_blocking(judge).await {
                 Ok(judged) => judged,
                 Err(e) => {
@@ -544,6 +593,31 @@ impl Relay {
                 return Err(refusal);
             }
         };
+        // The message's events, when its set has destinations.
+        let emitter = mail.map(|mail| self.events.emitter(Arc::clone(&config), mail));
+        // The mailbox simulator's recipients never reach the upstream.
+        let (simulated, forwarded_to): (Vec<String>, Vec<String>) = rcpt_to
+            .iter()
+            .cloned()
+            .partition(|r| events::simulated(r).is_some());
+        // What becomes of the recipients kept from the upstream, once the message is
+        // settled (accepted, or refused for good), after its Send: called once, with or
+        // without event destinations.
+        let settle_unforwarded = |emitter: Option<&Emitter>| {
+            if let Some(emitter) = emitter {
+                emitter.simulate(&simulated);
+            }
+        };
+        if forwarded_to.is_empty() {
+            if let Some(emitter) = &emitter {
+                emitter.send();
+            }
+            settle_unforwarded(emitter.as_ref());
+            self.metrics
+                .accepted(acceptance.configuration_set.as_deref());
+            outcome.accepted(&acceptance, "none (mailbox simulator recipients only)");
+            return Ok(id);
+        }
         let received = message::received_header(&Trace {
             helo: &helo,
             peer: peer.to_canonical(),
@@ -551,7 +625,7 @@ impl Relay {
             tls: tls.as_ref(),
             hostname: &config.server.hostname,
             id: &id,
-            recipient: match rcpt_to.as_slice() {
+            recipient: match forwarded_to.as_slice() {
                 [only] => Some(only.as_str()),
                 _ => None,
             },
@@ -565,7 +639,7 @@ impl Relay {
         });
         let envelope = Envelope {
             mail_from: mail_from.clone(),
-            rcpt_to: rcpt_to.clone(),
+            rcpt_to: forwarded_to,
         };
         let delivery_started = Instant::now();
         let delivered = snapshot.upstream.deliver(&id, &envelope, forwarded).await;
@@ -573,12 +647,29 @@ impl Relay {
             .delivery(delivery_started.elapsed(), delivered.as_ref().map(|_| ()));
         match delivered {
             Ok(ack) => {
+                if let Some(emitter) = &emitter {
+                    emitter.send();
+                    emitter.delivery(
+                        &envelope.rcpt_to,
+                        &smtp_response(&ack),
+                        outgoing_ip(&config),
+                    );
+                }
+                settle_unforwarded(emitter.as_ref());
                 self.metrics
                     .accepted(acceptance.configuration_set.as_deref());
                 outcome.accepted(&acceptance, &ack);
                 Ok(id)
             }
             Err(e) => {
+                if e.is_permanent() {
+                    if let Some(emitter) = &emitter {
+                        emitter.send();
+                        let reply = delivery_reply(&e).to_line();
+                        emitter.bounce(&envelope.rcpt_to, &BounceKind::Refused { reply });
+                    }
+                    settle_unforwarded(emitter.as_ref());
+                }
                 self.quotas.refund(reservation);
                 let refusal = Refusal::Upstream(e);
                 self.metrics.rejected(refusal.reason());
@@ -616,6 +707,32 @@ impl Relay {
             }
         }
         result
+    }
+}
+
+/// `delivery.smtpResponse` for the upstream's acknowledgement: its reply as it gave it;
+/// a `dir:` upstream, which gives none, is `250 2.0.0 Ok: written to <file>`.
+fn smtp_response(ack: &str) -> String {
+    let is_reply = ack.len() >= 4
+        && ack.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && matches!(ack.as_bytes()[3], b' ' | b'-');
+    if is_reply {
+        ack.to_owned()
+    } else {
+        format!("250 2.0.0 Ok: {ack}")
+    }
+}
+
+/// `ses:outgoing-ip` of a Delivery record: the upstream's address when the configuration
+/// gives it as one, else 127.0.0.1.
+fn outgoing_ip(config: &Config) -> IpAddr {
+    match &config.upstream.target {
+        crate::upstream::UpstreamTarget::Smtp { host, .. } => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        crate::upstream::UpstreamTarget::Dir(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
     }
 }
 

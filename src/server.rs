@@ -187,6 +187,14 @@ impl Server {
                 Ok(Ok(())) => {}
             }
         }
+        // The event records still queued get a short grace (SPEC 8: publishing never holds
+        // the process for long).
+        let grace = relay
+            .config()
+            .server
+            .shutdown_timeout
+            .min(crate::events::publish::SHUTDOWN_GRACE);
+        relay.events().close(grace).await;
         tracing::info!("all sessions ended");
     }
 }

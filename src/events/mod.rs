@@ -3,10 +3,20 @@
 //!
 //! This module holds the vocabulary shared by the configuration, the API and the publisher:
 //! the event types, a set's event destinations, and the `[events]` section's mappings from
-//! SES destination ARNs to local sinks.
+//! SES destination ARNs to local sinks; and the mailbox simulator's addresses. `record`
+//! makes the records, `publish` takes them to the sinks.
+
+mod http;
+pub mod publish;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+pub use publish::{Emitter, Publisher, RetryPolicy, SinkKind};
+pub use record::{BounceKind, Mail, Origin, Record};
+
+use crate::config::Config;
 
 /// An SES event type. The API names them `SEND`, `DELIVERY`, ...; records name them `Send`,
 /// `Delivery`, ...
@@ -204,6 +214,93 @@ impl Default for EventsConfig {
             sns: BTreeMap::new(),
             eventbridge: BTreeMap::new(),
             firehose: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether the set `set` has a destination that is enabled: only then are a message's
+/// records made.
+pub fn has_destinations(config: &Config, set: &str) -> bool {
+    config
+        .resources
+        .configuration_sets
+        .get(set)
+        .is_some_and(|s| s.event_destinations.values().any(|d| d.enabled))
+}
+
+/// A mailbox of SES's mailbox simulator (`*@simulator.amazonses.com`): never delivered
+/// anywhere, it produces the events of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulated {
+    /// `success@`: Delivery.
+    Success,
+    /// `bounce@`: Bounce (Permanent, General, `550 5.1.1 user unknown`).
+    Bounce,
+    /// `ooto@`: Delivery (the out-of-office answer goes nowhere).
+    Ooto,
+    /// `complaint@`: Delivery, then Complaint (abuse).
+    Complaint,
+    /// `suppressionlist@`: Bounce (Permanent, OnAccountSuppressionList).
+    SuppressionList,
+    /// Any other mailbox of the simulator's domain: a mailbox that does not exist, so
+    /// Bounce (Permanent, General, `550 5.1.1 user unknown`), as `bounce@`.
+    Unknown,
+}
+
+/// The simulator mailbox `address` is (case-insensitive; `success+label@...` is
+/// `success@...`), or `None` when it is not the simulator's.
+pub fn simulated(address: &str) -> Option<Simulated> {
+    let lower = address.to_ascii_lowercase();
+    if !crate::policy::is_mailbox_simulator(&lower) {
+        return None;
+    }
+    let (local, _) = lower.rsplit_once('@')?;
+    let local = local.split_once('+').map_or(local, |(base, _)| base);
+    Some(match local {
+        "success" => Simulated::Success,
+        "bounce" => Simulated::Bounce,
+        "ooto" => Simulated::Ooto,
+        "complaint" => Simulated::Complaint,
+        "suppressionlist" => Simulated::SuppressionList,
+        _ => Simulated::Unknown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulator_mailboxes() {
+        let rows = [
+            ("success@simulator.amazonses.com", Some(Simulated::Success)),
+            (
+                "Success+run-7@Simulator.AmazonSES.com",
+                Some(Simulated::Success),
+            ),
+            ("bounce@simulator.amazonses.com", Some(Simulated::Bounce)),
+            ("ooto+x@simulator.amazonses.com", Some(Simulated::Ooto)),
+            (
+                "complaint@simulator.amazonses.com",
+                Some(Simulated::Complaint),
+            ),
+            (
+                "suppressionlist@simulator.amazonses.com",
+                Some(Simulated::SuppressionList),
+            ),
+            ("nobody@simulator.amazonses.com", Some(Simulated::Unknown)),
+            ("success@example.com", None),
+            ("success@simulator.amazonses.com.evil.test", None),
+        ];
+        for (address, want) in rows {
+            assert_eq!(simulated(address), want, "{address}");
+        }
+    }
+
+    #[test]
+    fn api_names_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::from_api_name(t.api_name()), Some(t));
         }
     }
 }

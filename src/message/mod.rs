@@ -374,6 +374,15 @@ impl Message {
         &self.facts.recipients
     }
 
+    /// The header fields as submitted, in order, `X-SES-*` included: each field's name and
+    /// its raw value (after the colon, folding line breaks kept), as slices of the content.
+    /// Lines that are not fields are skipped. Nothing is copied; [`unfold`] makes a value
+    /// text.
+    pub fn header_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let head = &self.content[..self.body_start];
+        (Fields { head, pos: 0 }).map(move |field| (&head[field.name], &head[field.value]))
+    }
+
     /// The policy's view of the message, given its envelope sender (`""` is `<>`).
     pub fn facts(&self, envelope_sender: &str) -> MessageFacts {
         let addresses = |list: &[Mailbox]| list.iter().map(|m| m.address.clone()).collect();
@@ -423,8 +432,9 @@ impl Message {
     }
 }
 
-/// A header value with its line breaks removed and its ends trimmed.
-fn unfold(raw: &[u8]) -> String {
+/// A header value with its line breaks removed and its ends trimmed (RFC 5322 unfolding);
+/// bytes that are not UTF-8 become U+FFFD.
+pub fn unfold(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     text.replace(['\r', '\n'], "").trim().to_owned()
 }
@@ -738,6 +748,27 @@ x-ses-message-tags: a=b,\r\n c=d\r\nX-SES-MESSAGE-TAGS: z=z\r\n\r\nbody\r\n";
         assert_eq!(f.envelope_sender.as_deref(), Some("bounce@example.com"));
         assert_eq!(f.address_error, None);
         assert_eq!(Message::parse(m.to_vec()).facts("").envelope_sender, None);
+    }
+
+    /// Every field in order, X-SES-* included, junk lines skipped, values unfolded on demand.
+    #[test]
+    fn header_fields_as_submitted() {
+        let m = Message::parse(
+            b"From: a@x.com\r\nnot a field\r\nSubject: Hi\r\n there\r\nX-SES-MESSAGE-TAGS: a=b\r\n\r\nBody: no\r\n"
+                .to_vec(),
+        );
+        let fields: Vec<(String, String)> = m
+            .header_fields()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), unfold(v)))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("From".to_owned(), "a@x.com".to_owned()),
+                ("Subject".to_owned(), "Hi there".to_owned()),
+                ("X-SES-MESSAGE-TAGS".to_owned(), "a=b".to_owned()),
+            ]
+        );
     }
 
     #[test]
