@@ -15,7 +15,7 @@ use crate::password;
 use crate::policy::{Acceptance, Decision, Rejection, SenderLimit, is_mailbox_simulator};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Event, Handler, SessionConfig, Transaction};
-use crate::suppression::{self, SuppressionError, SuppressionList};
+use crate::suppression::{self, SuppressionError, SuppressionList, SuppressionReason};
 use crate::tls::TlsInfo;
 use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
 
@@ -49,8 +49,9 @@ pub struct Relay {
     quotas: Quotas,
     metrics: Metrics,
     health: Health,
-    /// The account's suppression list, in a file beside the configuration.
-    suppression: SuppressionList,
+    /// The account's suppression list (shared with the tasks that add to it after a
+    /// simulated bounce or complaint).
+    suppression: Arc<SuppressionList>,
     events: Publisher,
 }
 
@@ -146,7 +147,7 @@ impl Relay {
             quotas: Quotas::new(),
             metrics,
             health: Health::new(),
-            suppression,
+            suppression: Arc::new(suppression),
             events,
         })
     }
@@ -600,13 +601,24 @@ impl Relay {
             .iter()
             .cloned()
             .partition(|r| events::simulated(r).is_some());
+        // Recipients on the suppression list (for the reasons in force for the set) are
+        // dropped from the upstream's envelope; the message is still accepted.
+        let set = acceptance.configuration_set.clone();
+        let (suppressed, forwarded_to): (Vec<String>, Vec<String>) = forwarded_to
+            .into_iter()
+            .partition(|r| self.suppression.suppresses(r, set.as_deref()).is_some());
+        if !suppressed.is_empty() {
+            tracing::info!(%id, suppressed = suppressed.join(", "), "recipients on the suppression list: not forwarded");
+        }
         // What becomes of the recipients kept from the upstream, once the message is
         // settled (accepted, or refused for good), after its Send: called once, with or
         // without event destinations.
         let settle_unforwarded = |emitter: Option<&Emitter>| {
             if let Some(emitter) = emitter {
                 emitter.simulate(&simulated);
+                emitter.bounce(&suppressed, &BounceKind::Suppressed);
             }
+            self.suppress_simulated(&id, set.as_deref(), &simulated);
         };
         if forwarded_to.is_empty() {
             if let Some(emitter) = &emitter {
@@ -615,7 +627,10 @@ impl Relay {
             settle_unforwarded(emitter.as_ref());
             self.metrics
                 .accepted(acceptance.configuration_set.as_deref());
-            outcome.accepted(&acceptance, "none (mailbox simulator recipients only)");
+            outcome.accepted(
+                &acceptance,
+                "none (no recipient for the upstream: mailbox simulator or suppression list)",
+            );
             return Ok(id);
         }
         let received = message::received_header(&Trace {
@@ -677,6 +692,46 @@ impl Relay {
                 Err(refusal)
             }
         }
+    }
+
+    /// SES's automatic suppression after a simulated bounce or complaint: the address goes
+    /// on the list when the reasons in force for `set` include it. Done in the background:
+    /// it writes the list's file, and the client's reply never waits for that.
+    fn suppress_simulated(&self, id: &str, set: Option<&str>, simulated: &[String]) {
+        let additions: Vec<(String, SuppressionReason)> = simulated
+            .iter()
+            .filter_map(|address| {
+                let reason = match events::simulated(address)? {
+                    events::Simulated::Bounce | events::Simulated::Unknown => {
+                        SuppressionReason::Bounce
+                    }
+                    events::Simulated::Complaint => SuppressionReason::Complaint,
+                    _ => return None,
+                };
+                Some((address.clone(), reason))
+            })
+            .filter(|(_, reason)| {
+                self.suppression
+                    .suppressed_reasons_for(set)
+                    .contains(reason)
+            })
+            .collect();
+        if additions.is_empty() {
+            return;
+        }
+        let list = Arc::clone(&self.suppression);
+        let (id, set) = (id.to_owned(), set.map(str::to_owned));
+        tokio::spawn(async move {
+            for (address, reason) in additions {
+                let feedback = events::record::new_feedback_id(&id);
+                if let Err(e) = list
+                    .add_from_event(&address, reason, set.as_deref(), Some(&id), Some(&feedback))
+                    .await
+                {
+                    tracing::warn!(%address, error = %e, "cannot add the address to the suppression list");
+                }
+            }
+        });
     }
 
     /// Sends a message sesrelay wrote itself (a verification request) straight to the

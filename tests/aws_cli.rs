@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,35 +17,8 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::peers::{command_v, free_port, sesrelay, smtp_sink, swaks};
-
-/// The aws CLI: `$SESRELAY_AWS_CLI`, else `aws` on PATH; it must answer `--version`.
-fn aws_cli() -> PathBuf {
-    let runs = |path: &Path| {
-        Command::new(path)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = "`pip install awscli` (in a virtual environment), then put its `aws` on PATH \
-                   or set SESRELAY_AWS_CLI to its path (.ci/run does this)";
-    if let Some(path) = std::env::var_os("SESRELAY_AWS_CLI").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        if runs(&path) {
-            return path;
-        }
-        panic!(
-            "SESRELAY_AWS_CLI={} does not run `aws --version`: {install}",
-            path.display()
-        );
-    }
-    match command_v("aws") {
-        Some(path) if runs(&path) => path,
-        _ => panic!("the aws CLI is not installed: {install}"),
-    }
-}
+use common::aws::aws_cli;
+use common::peers::{free_port, sesrelay, smtp_sink, swaks};
 
 /// swaks sending from sender@example.com with `subject` and `body`; the transcript.
 fn swaks_send(server: SocketAddr, subject: &str, body: &str) -> (bool, String) {

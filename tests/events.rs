@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::aws::{Cli, aws_cli};
 use common::events::{
     ALL_TYPES, Answer, EventsRelay, Receiver, add_destination, destination, read_lines, sns, types,
     validate_eventbridge, validate_record, validate_sns, wait_for_lines,
@@ -792,4 +793,221 @@ fn the_validator_refuses_what_ses_would_not_write() {
         let refused = std::panic::catch_unwind(|| validate_record(&bad)).is_err();
         assert!(refused, "broken record {i} passed: {bad}");
     }
+}
+
+/// The suppression list on the mail path: a suppressed recipient is dropped from the
+/// upstream's envelope and gets Send + Bounce (Permanent, OnAccountSuppressionList) while
+/// the message gets its 250; a simulated bounce or complaint puts the address on the list
+/// (the account's reasons include both by default).
+#[tokio::test]
+async fn suppressed_recipients_bounce_and_simulated_bounces_are_suppressed() {
+    let upstream = Capture::start(Script::default()).await;
+    let relay = EventsRelay::start(&standard_config(&upstream.url()), |config, _| {
+        add_destination(
+            config,
+            "marketing",
+            "all",
+            destination(&ALL_TYPES, sns(TOPIC)),
+        );
+    })
+    .await;
+    let api = format!("http://{}/v2/email/suppression/addresses", relay.admin);
+    let http = reqwest::Client::new();
+    let put = http
+        .put(&api)
+        .json(&json!({ "EmailAddress": "Gone@Example.net", "Reason": "BOUNCE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    let path = relay.events_dir().join("marketing/all.jsonl");
+    let mut c = Client::ready(relay.smtp).await;
+    let message = b"From: joe@example.com\r\nSubject: s\r\n\r\nx\r\n";
+    let reply = c
+        .mail(
+            "joe@example.com",
+            &["gone@example.net", "here@example.net"],
+            message,
+        )
+        .await;
+    let id = id_of(&reply);
+    let forwarded = upstream.wait_for(1).await;
+    assert_eq!(forwarded[0].rcpt_to, ["here@example.net"]);
+    let records = wait_for_lines(&path, 3).await;
+    for record in &records {
+        validate_record(record);
+        assert_eq!(record["mail"]["messageId"], id.as_str());
+    }
+    assert_eq!(types(&records), ["Send", "Delivery", "Bounce"]);
+    assert_eq!(
+        records[1]["delivery"]["recipients"],
+        json!(["here@example.net"])
+    );
+    assert_eq!(records[2]["bounce"]["bounceType"], "Permanent");
+    assert_eq!(
+        records[2]["bounce"]["bounceSubType"],
+        "OnAccountSuppressionList"
+    );
+    assert_eq!(
+        records[2]["bounce"]["bouncedRecipients"][0]["emailAddress"],
+        "gone@example.net"
+    );
+
+    // Only suppressed recipients: 250, and the upstream is not contacted.
+    let reply = c
+        .mail("joe@example.com", &["gone@example.net"], message)
+        .await;
+    id_of(&reply);
+    wait_for_lines(&path, 5).await;
+    assert_eq!(upstream.messages().len(), 1);
+
+    // A simulated bounce and complaint put their addresses on the list.
+    let reply = c
+        .mail(
+            "joe@example.com",
+            &[
+                "bounce@simulator.amazonses.com",
+                "complaint@simulator.amazonses.com",
+            ],
+            message,
+        )
+        .await;
+    id_of(&reply);
+    for (address, reason) in [
+        ("bounce%40simulator.amazonses.com", "BOUNCE"),
+        ("complaint%40simulator.amazonses.com", "COMPLAINT"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = http.get(format!("{api}/{address}")).send().await.unwrap();
+            if got.status() == 200 {
+                let body: Value = got.json().await.unwrap();
+                assert_eq!(body["SuppressedDestination"]["Reason"], reason, "{body}");
+                assert_eq!(
+                    body["SuppressedDestination"]["Attributes"]["MessageId"],
+                    reply.trim_start_matches("250 2.0.0 Ok "),
+                    "{body}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{address} was not suppressed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    c.cmd("QUIT").await;
+    relay.stop().await;
+}
+
+/// The whole road with real peers: the aws CLI creates an SNS destination, swaks sends a
+/// message, the SNS endpoint gets Send and Delivery notifications; the CLI's update and
+/// delete take effect on the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_creates_a_destination_and_swaks_mail_reaches_it() {
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    let upstream = Capture::start(Script::default()).await;
+    let config = format!(
+        "{}\n[events.sns.\"{TOPIC}\"]\nendpoints = [\"{}\"]\n",
+        standard_config(&upstream.url()),
+        receiver.url("/ses")
+    );
+    let relay = EventsRelay::start(&config, |_, _| {}).await;
+    let cli = Cli {
+        bin: aws_cli(),
+        endpoint: format!("http://{}", relay.admin),
+    };
+    cli.ok(&[
+        "create-configuration-set-event-destination",
+        "--configuration-set-name",
+        "marketing",
+        "--event-destination-name",
+        "to-app",
+        "--event-destination",
+        &format!(
+            r#"{{"Enabled":true,"MatchingEventTypes":["SEND","DELIVERY"],"SnsDestination":{{"TopicArn":"{TOPIC}"}}}}"#
+        ),
+    ])
+    .await;
+    let listed = cli
+        .ok(&[
+            "get-configuration-set-event-destinations",
+            "--configuration-set-name",
+            "marketing",
+        ])
+        .await;
+    assert_eq!(listed["EventDestinations"][0]["Name"], "to-app");
+
+    let smtp = relay.smtp;
+    let swaks = |subject: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let out = common::peers::swaks(
+                smtp,
+                &[
+                    "--from",
+                    "joe@example.com",
+                    "--to",
+                    "bob@example.net",
+                    "--header",
+                    &format!("Subject: {subject}"),
+                    "--header",
+                    "X-SES-MESSAGE-TAGS: campaign=spring",
+                ],
+            );
+            let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+            transcript
+                .lines()
+                .find_map(|l| l.strip_prefix("<-  250 2.0.0 Ok "))
+                .unwrap_or_else(|| panic!("no 250 for the message:\n{transcript}"))
+                .trim()
+                .to_owned()
+        })
+    };
+    let id = swaks("first").await.unwrap();
+    let got = receiver.wait_for(2).await;
+    let records: Vec<Value> = got.iter().map(|r| validate_sns(r, TOPIC)).collect();
+    for record in &records {
+        validate_record(record);
+        assert_eq!(record["mail"]["messageId"], id.as_str());
+        assert_eq!(record["mail"]["commonHeaders"]["subject"], "first");
+        assert_eq!(record["mail"]["tags"]["campaign"], json!(["spring"]));
+        assert_eq!(
+            record["mail"]["tags"]["ses:configuration-set"],
+            json!(["marketing"])
+        );
+    }
+    assert_eq!(types(&records), ["Send", "Delivery"]);
+
+    // Update: Delivery only.
+    cli.ok(&[
+        "update-configuration-set-event-destination",
+        "--configuration-set-name",
+        "marketing",
+        "--event-destination-name",
+        "to-app",
+        "--event-destination",
+        &format!(
+            r#"{{"Enabled":true,"MatchingEventTypes":["DELIVERY"],"SnsDestination":{{"TopicArn":"{TOPIC}"}}}}"#
+        ),
+    ])
+    .await;
+    let id = swaks("second").await.unwrap();
+    let got = receiver.wait_for(3).await;
+    let third = validate_sns(&got[2], TOPIC);
+    assert_eq!(third["eventType"], "Delivery");
+    assert_eq!(third["mail"]["messageId"], id.as_str());
+
+    // Delete: nothing more.
+    cli.ok(&[
+        "delete-configuration-set-event-destination",
+        "--configuration-set-name",
+        "marketing",
+        "--event-destination-name",
+        "to-app",
+    ])
+    .await;
+    swaks("third").await.unwrap();
+    upstream.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 3);
+    relay.stop().await;
 }
