@@ -369,35 +369,41 @@ pub fn check_report(config: &Config) -> String {
         };
         let _ = writeln!(out, "  {name:width$}  {kind:7}  {status:10}  {default}");
     }
-    for pending in config.pending_domains() {
-        let _ = writeln!(
-            out,
-            "pending: domain {name} is verified once TXT _amazonses.{name} holds \"{token}\"",
-            name = pending.name,
-            token = pending.token,
-        );
-    }
-    // An address's link nonce is a secret: it is never printed.
-    for (name, identity, record) in config.identities() {
-        if identity.verified || record.kind() != IdentityKind::Address {
-            continue;
-        }
-        let _ = match record.link_nonce() {
-            Some(_) => writeln!(
-                out,
-                "pending: address {name} waits for its verification link to be opened"
-            ),
-            None => writeln!(
-                out,
-                "pending: address {name} has no verification link pending (create it through \
-                 the API to send one, or set verified = true)"
-            ),
-        };
+    for pending in pending_verifications(config) {
+        let _ = writeln!(out, "pending: {pending}");
     }
     for warning in config.warnings() {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// The verifications still pending, one sentence each: a domain's TXT record, an address's
+/// link. (An address's link nonce is a secret: it is never shown.)
+pub fn pending_verifications(config: &Config) -> Vec<String> {
+    let mut lines: Vec<String> = config
+        .pending_domains()
+        .map(|pending| {
+            format!(
+                "domain {name} is verified once TXT _amazonses.{name} holds \"{token}\"",
+                name = pending.name,
+                token = pending.token,
+            )
+        })
+        .collect();
+    for (name, identity, record) in config.identities() {
+        if identity.verified || record.kind() != IdentityKind::Address {
+            continue;
+        }
+        lines.push(match record.link_nonce() {
+            Some(_) => format!("address {name} waits for its verification link to be opened"),
+            None => format!(
+                "address {name} has no verification link pending (create it through the API \
+                 to send one, or set verified = true)"
+            ),
+        });
+    }
+    lines
 }
 
 fn describe_upstream(target: &UpstreamTarget) -> String {
@@ -423,12 +429,50 @@ fn resolve(path: &Path, from: &str, configuration_set: Option<String>) -> ExitCo
             return ExitCode::from(2);
         }
     };
+    match resolve_address(&config, from, configuration_set.as_deref()) {
+        Ok(answer) => {
+            print!("{}", answer.text);
+            if answer.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("sesrelay: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The policy's dry run for a message from one address: what `sesrelay resolve` prints and
+/// what the identities page's resolve form shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveAnswer {
+    pub accepted: bool,
+    /// `sesrelay resolve`'s output, one or more lines.
+    pub text: String,
+}
+
+/// A dry run that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("--from needs an email address such as joe@example.com, not {0:?}")]
+    NotAnAddress(String),
+}
+
+/// Resolves a message whose From and envelope sender are `from`, with `configuration_set`
+/// as its `X-SES-CONFIGURATION-SET` header, against `config`'s policy.
+pub fn resolve_address(
+    config: &Config,
+    from: &str,
+    configuration_set: Option<&str>,
+) -> Result<ResolveAnswer, ResolveError> {
     let looks_like_address = from.rsplit_once('@').is_some_and(|(l, d)| {
         !l.is_empty() && !d.is_empty() && !from.contains(char::is_whitespace)
     });
     if !looks_like_address {
-        eprintln!("sesrelay: --from needs an email address such as joe@example.com, not {from:?}");
-        return ExitCode::from(2);
+        return Err(ResolveError::NotAnAddress(from.to_owned()));
     }
     let facts = MessageFacts {
         envelope_sender: Some(from.to_owned()),
@@ -440,9 +484,11 @@ fn resolve(path: &Path, from: &str, configuration_set: Option<String>) -> ExitCo
         sender_limit: None,
         ..MessageFacts::default()
     };
-    let (text, code) = resolve_report(&config, &facts);
-    print!("{text}");
-    code
+    let (text, code) = resolve_report(config, &facts);
+    Ok(ResolveAnswer {
+        accepted: code == ExitCode::SUCCESS,
+        text,
+    })
 }
 
 /// What `sesrelay resolve` prints, and its exit code.
