@@ -272,8 +272,8 @@ pub struct AdminConfig {
     /// only loopback clients are served. Empty until [`Config::resolve_secrets`] has run, so
     /// a configuration whose secrets are unresolved serves loopback clients only.
     pub access_keys: Vec<AccessKey>,
-    /// `false`: the listener serves only `/healthz/*` and `/metrics` (no SES API, no
-    /// verification links).
+    /// `false`: the listener serves only `/healthz/*`, `/metrics` and the pages (no SES API,
+    /// no verification links).
     pub api: bool,
 }
 

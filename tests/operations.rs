@@ -338,7 +338,7 @@ async fn probes_and_metrics_need_neither_a_known_host_nor_a_signature() {
 }
 
 #[tokio::test]
-async fn with_api_false_only_health_and_metrics_are_served() {
+async fn with_api_false_only_health_metrics_and_the_pages_are_served() {
     let out = tempfile::tempdir().unwrap();
     let relay = Running::start(
         &standard_config(&format!("dir:{}", out.path().display())),
@@ -348,11 +348,16 @@ async fn with_api_false_only_health_and_metrics_are_served() {
     assert_eq!(get(relay.admin, "/healthz/live").await.0, 200);
     assert_eq!(get(relay.admin, "/healthz/ready").await.0, 200);
     assert_eq!(get(relay.admin, "/metrics").await.0, 200);
+    // The pages are the developer's view: served without the API.
+    for path in ["/", "/identities"] {
+        let (status, body) = get(relay.admin, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.starts_with("<!doctype html>"), "{path}: {body}");
+    }
     for path in [
         "/v2/email/account",
         "/v2/email/configuration-sets",
         "/verify?token=x",
-        "/",
     ] {
         let (status, body) = get(relay.admin, path).await;
         assert_eq!(status, 404, "{path}: {body}");

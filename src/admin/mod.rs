@@ -11,7 +11,8 @@
 //!
 //! `GET /healthz/live`, `GET /healthz/ready` and `GET /metrics` are outside both checks
 //! (see [`probe_routes`]): Kubernetes probes and Prometheus scrapers name the pod's address
-//! in `Host` and never sign. With `[admin] api = false` they are all the listener serves.
+//! in `Host` and never sign. With `[admin] api = false` they and the pages ([`ui`]) are all
+//! the listener serves.
 
 pub mod api;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod idempotency;
 pub mod sigv4;
 pub mod store;
 pub mod suppression;
+pub mod ui;
 pub mod v1;
 pub mod verification;
 
@@ -168,9 +170,10 @@ impl AdminState {
 }
 
 /// The routes: the probe routes ([`probe_routes`]) open; the API behind the access check,
-/// `/verify` open to whoever has a link, both behind the listener's own checks (`guard`:
-/// Host, Origin, content type). With `[admin] api = false` (read at start), only the probe
-/// routes; every other path is 404 in SES's error shape.
+/// `/verify` open to whoever has a link, the pages ([`ui::routes`]) behind their own access
+/// check ([`ui::ui_auth`]), all behind the listener's own checks (`guard`: Host, Origin,
+/// content type). With `[admin] api = false` (read at start), only the probe routes and the
+/// pages; every other path is 404 in SES's error shape.
 pub fn router(state: AdminState) -> Router {
     let api_enabled = state
         .relay
@@ -178,10 +181,15 @@ pub fn router(state: AdminState) -> Router {
         .admin
         .as_ref()
         .is_none_or(|admin| admin.api);
+    // The pages ([`ui`]) are served either way: they are the developer's view.
     let app = if api_enabled {
-        probe_routes().merge(api_routes(&state))
+        probe_routes()
+            .merge(ui::routes(&state))
+            .merge(api_routes(&state))
     } else {
-        probe_routes().fallback(api_disabled)
+        probe_routes()
+            .merge(ui::routes(&state))
+            .fallback(api_disabled)
     };
     app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -358,16 +366,18 @@ async fn api_disabled() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::NOT_FOUND,
         "UnknownOperationException",
-        "The SES API is off on this listener ([admin] api = false): it serves only /healthz/live, /healthz/ready and /metrics.",
+        "The SES API is off on this listener ([admin] api = false): it serves only /healthz/live, /healthz/ready, /metrics and the pages.",
     )
 }
 
-/// Counts every request but the probe routes' in `sesrelay_api_requests_total`, by SES
+/// Counts every request but the probe routes' and the pages' in `sesrelay_api_requests_total`, by SES
 /// operation ([`crate::metrics::api_operation`]) and status, refusals by `guard` and
 /// `authorize` included.
 async fn count_requests(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if matches!(path, "/healthz/live" | "/healthz/ready" | "/metrics") {
+    if matches!(path, "/healthz/live" | "/healthz/ready" | "/metrics")
+        || ui::is_page(request.method(), path)
+    {
         return next.run(request).await;
     }
     let operation = crate::metrics::api_operation(request.method(), path);

@@ -1,0 +1,386 @@
+//! The pages in a real Chromium: Debian's `chromium`, driven through `chromium-driver`
+//! (chromedriver) with fantoccini. `.ci/run` installs both. The tests run as root, hence
+//! `--no-sandbox`. Every wait polls for up to [`WAIT`]; nothing asserts on timing.
+//!
+//! With `SESRELAY_SCREENSHOTS=DIR`, the list and a message page are written to DIR as
+//! `list.png` and `message.png` (the README's pictures: `SESRELAY_SCREENSHOTS=docs`).
+//! Nothing else is ever written outside temporary directories.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use sesrelay::config::Config;
+use sesrelay::server::Server;
+use tokio::sync::watch;
+
+use common::peers::{free_port, tool};
+
+/// How long any one wait may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One browser at a time: each is a Chromium, and the machine may have two cores.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// chromedriver (in a process group of its own, with the Chromium it starts) and a
+/// WebDriver session on it.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        use std::os::unix::process::CommandExt as _;
+        let chromedriver = tool(
+            "chromedriver",
+            &["/usr/bin/chromedriver"],
+            "chromium-driver",
+        );
+        let chromium = tool("chromium", &["/usr/bin/chromium"], "chromium");
+        let profile = tempfile::tempdir().unwrap();
+        let mut last_error = String::new();
+        // chromedriver needs a port number; another process may take the free one first.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut driver = Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("chromedriver starts");
+            let capabilities = json!({
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": chromium,
+                    "args": [
+                        "--headless=new",
+                        "--no-sandbox",
+                        "--disable-dev-shm-usage",
+                        "--disable-gpu",
+                        "--no-first-run",
+                        "--window-size=1280,900",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ],
+                },
+            });
+            let serde_json::Value::Object(capabilities) = capabilities else {
+                unreachable!()
+            };
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                match ClientBuilder::new(connector)
+                    .capabilities(capabilities.clone())
+                    .connect(&url)
+                    .await
+                {
+                    Ok(client) => {
+                        return Browser {
+                            driver,
+                            client: Some(client),
+                            _profile: profile,
+                        };
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+                if tokio::time::Instant::now() > deadline
+                    || driver.try_wait().ok().flatten().is_some()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            kill_group(&mut driver);
+        }
+        panic!("no WebDriver session with chromedriver and chromium: {last_error}");
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("session open")
+    }
+
+    /// Ends the session (Chromium quits), then chromedriver.
+    async fn stop(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = tokio::time::timeout(WAIT, client.close()).await;
+        }
+        kill_group(&mut self.driver);
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client().goto(url).await.expect("page loads");
+    }
+
+    /// The text of the first element `css` matches, once `ready` holds for it (polled up to
+    /// [`WAIT`]).
+    async fn text_when(&self, css: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Ok(element) = self.client().find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                if ready(&text) {
+                    return text;
+                }
+                last = Some(text);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{css}: not there or not as expected within {WAIT:?}; last text: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The text of `css` once it exists.
+    async fn text(&self, css: &str) -> String {
+        self.text_when(css, |_| true).await
+    }
+
+    /// Types `value` into the input `css`, replacing what it held.
+    async fn fill(&self, css: &str, value: &str) {
+        let input = self
+            .client()
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .expect("input there");
+        input.clear().await.expect("input cleared");
+        input.send_keys(value).await.expect("typed");
+    }
+
+    async fn click(&self, css: &str) {
+        self.client()
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .expect("element there")
+            .click()
+            .await
+            .expect("clicked");
+    }
+
+    // Used by the list and message tests.
+    #[allow(dead_code)]
+    /// Writes a screenshot of the page as `DIR/name` when `SESRELAY_SCREENSHOTS=DIR`.
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("SESRELAY_SCREENSHOTS") else {
+            return;
+        };
+        let png = self.client().screenshot().await.expect("screenshot");
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A test that panicked leaves no chromedriver or Chromium behind.
+        kill_group(&mut self.driver);
+    }
+}
+
+/// Kills chromedriver's process group (chromedriver and the Chromium it started).
+fn kill_group(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A relay with its admin listener, its config file and a `dir:` upstream in a temporary
+/// directory.
+struct Relay {
+    _dir: tempfile::TempDir,
+    base: String,
+    #[allow(dead_code)]
+    smtp: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+const CONFIG: &str = r#"
+[server]
+listen = ["127.0.0.1:0"]
+shutdown_timeout = "2s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+url = "dir:OUTBOX"
+
+[configuration_sets.transactional]
+
+[configuration_sets.marketing]
+tags = { team = "growth" }
+
+[identities."example.com"]
+verified = true
+default_configuration_set = "transactional"
+
+[identities."joe@example.com"]
+verified = true
+default_configuration_set = "marketing"
+
+[identities."legacy.example.org"]
+verified = true
+default_configuration_set = "retired"
+
+[identities."new.example.net"]
+verified = false
+verification_token = "pending-token-123"
+"#;
+
+impl Relay {
+    async fn start() -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let text = CONFIG.replace("OUTBOX", &dir.path().join("outbox").display().to_string());
+        let path = dir.path().join("sesrelay.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).expect("valid config");
+        let server = Server::bind(config).await.expect("binds");
+        let base = format!("http://{}", server.admin_addr().expect("admin listener"));
+        let smtp = server.local_addrs()[0];
+        let (stop, stopped) = watch::channel(false);
+        let done = tokio::spawn(server.run(stopped));
+        Relay {
+            _dir: dir,
+            base,
+            smtp,
+            stop,
+            done,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, self.done).await;
+    }
+}
+
+/// The identities page shows the table as the relay applies it, and its resolve form
+/// answers what `sesrelay resolve` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_page_and_resolve_form() {
+    let _one = ONE_BROWSER.lock().await;
+    let relay = Relay::start().await;
+    let browser = Browser::start().await;
+
+    browser.goto(&relay.url("/identities")).await;
+    let table = browser
+        .text_when("#identities", |t| t.contains("joe@example.com"))
+        .await;
+    let joe = table
+        .lines()
+        .find(|l| l.contains("joe@example.com"))
+        .expect("a row for joe@example.com");
+    assert!(
+        joe.contains("verified") && joe.contains("marketing"),
+        "{joe}"
+    );
+    let new = table
+        .lines()
+        .find(|l| l.contains("new.example.net"))
+        .expect("a row for new.example.net");
+    assert!(new.contains("unverified"), "{new}");
+    let legacy = table
+        .lines()
+        .find(|l| l.contains("legacy.example.org"))
+        .expect("a row for legacy.example.org");
+    assert!(
+        legacy.contains("retired") && legacy.contains("deleted set"),
+        "{legacy}"
+    );
+    let warnings = browser.text("#warnings").await;
+    assert!(warnings.contains("retired does not exist"), "{warnings}");
+    let pending = browser.text("#pending").await;
+    assert!(
+        pending.contains("_amazonses.new.example.net") && pending.contains("pending-token-123"),
+        "{pending}"
+    );
+    let sets = browser.text("#sets").await;
+    assert!(sets.contains("team=growth"), "{sets}");
+
+    // The form: an address's default.
+    browser.fill("#resolve-from", "joe@example.com").await;
+    browser.click("#resolve-submit").await;
+    let answer = browser
+        .text_when("#resolve-answer", |t| t.contains("joe@example.com"))
+        .await;
+    assert!(
+        answer.contains(
+            "accepted: configuration set marketing (default of the verified identity joe@example.com)"
+        ),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("X-SES-CONFIGURATION-SET: marketing"),
+        "{answer}"
+    );
+
+    // The header's set wins; then a deleted set's rejection, with SES's reply.
+    browser.fill("#resolve-from", "ann@example.com").await;
+    browser.fill("#resolve-set", "marketing").await;
+    browser.click("#resolve-submit").await;
+    let answer = browser
+        .text_when("#resolve-answer", |t| t.contains("ann@example.com"))
+        .await;
+    assert!(
+        answer.contains("accepted: configuration set marketing (named by"),
+        "{answer}"
+    );
+
+    browser
+        .fill("#resolve-from", "old@legacy.example.org")
+        .await;
+    browser.fill("#resolve-set", "").await;
+    browser.click("#resolve-submit").await;
+    let answer = browser
+        .text_when("#resolve-answer", |t| t.contains("old@legacy.example.org"))
+        .await;
+    assert!(answer.contains("rejected"), "{answer}");
+    assert!(
+        answer.contains("554 5.3.0") && answer.contains("retired"),
+        "{answer}"
+    );
+    let class = browser
+        .client()
+        .find(Locator::Css("#resolve-answer"))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(class.contains("rejected"), "{class}");
+
+    // Not an address: said so, as the command says it.
+    browser.goto(&relay.url("/identities?from=nobody")).await;
+    let answer = browser.text("#resolve-answer").await;
+    assert!(answer.contains("needs an email address"), "{answer}");
+
+    browser.stop().await;
+    relay.stop().await;
+}
