@@ -520,6 +520,16 @@ fn containerfile_builds_with_the_lockfile_and_runs_unprivileged() {
             .any(|(w, rest)| w == "RUN" && rest.contains("cargo build --release --locked")),
         "cargo build --release --locked"
     );
+    // Everything the binary is compiled from: the sources, and the pages' templates and
+    // assets (askama and include_str! read them at build time).
+    for dir in ["src", "templates", "static"] {
+        assert!(
+            build
+                .iter()
+                .any(|(w, rest)| w == "COPY" && rest == &format!("{dir} ./{dir}")),
+            "the build stage copies {dir}/"
+        );
+    }
 
     // The runtime stage.
     let runtime = &all[*stages.last().unwrap()..];
