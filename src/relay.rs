@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Throttle};
+use crate::capture::CaptureStore;
 use crate::config::{Config, ConfigError};
 use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
@@ -53,6 +54,8 @@ pub struct Relay {
     /// simulated bounce or complaint).
     suppression: Arc<SuppressionList>,
     events: Publisher,
+    /// What was sent (SPEC 10).
+    capture: CaptureStore,
 }
 
 /// Why a relay could not be made.
@@ -149,6 +152,7 @@ impl Relay {
             health: Health::new(),
             suppression: Arc::new(suppression),
             events,
+            capture: CaptureStore::default(),
         })
     }
 
@@ -239,6 +243,11 @@ impl Relay {
     /// destinations go through it (SPEC 8).
     pub fn events(&self) -> &Publisher {
         &self.events
+    }
+
+    /// The captured messages (SPEC 10).
+    pub fn capture(&self) -> &CaptureStore {
+        &self.capture
     }
 
     /// The readiness state: draining, and the last upstream check.

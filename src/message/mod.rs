@@ -532,6 +532,15 @@ impl Forwarded {
         false
     }
 
+    /// The whole forwarded message in one buffer, copied once (the capture store's copy).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.len());
+        for part in self.parts() {
+            out.extend_from_slice(part);
+        }
+        Bytes::from(out)
+    }
+
     /// The whole forwarded message in one buffer (tests and small messages only).
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts().flatten().copied().collect()
