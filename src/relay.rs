@@ -115,6 +115,9 @@ impl ChangeGuard<'_> {
             Arc::new(Upstream::new(&config.upstream)?)
         };
         *self.seen = Arc::from(config.source_text());
+        self.relay
+            .capture
+            .configure(config.capture.max_messages, config.capture.max_bytes);
         let next = Arc::new(snapshot(config, upstream));
         let mut guard = self
             .relay
@@ -134,6 +137,7 @@ impl Relay {
     /// its list in memory only.
     pub fn new(config: Config) -> Result<Relay, RelayError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let capture = CaptureStore::new(config.capture.max_messages, config.capture.max_bytes);
         let suppression = match &config.account.suppression_file {
             Some(file) => SuppressionList::load(file)?,
             None if config.path.is_file() => {
@@ -152,7 +156,7 @@ impl Relay {
             health: Health::new(),
             suppression: Arc::new(suppression),
             events,
-            capture: CaptureStore::default(),
+            capture,
         })
     }
 

@@ -406,6 +406,7 @@ impl Message {
                 .map(|m| (m.address.to_ascii_lowercase(), m.shown()))
                 .collect(),
             configuration_set: self.facts.configuration_set.clone(),
+            set_from_api: false,
             tags: self.facts.tags.clone(),
             api_tags: None,
             sender_limit: None,
