@@ -89,7 +89,12 @@ pub struct SimpleParts {
     pub subject: String,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Every recipient the request named (To, then Cc, then Bcc).
     pub destination: Vec<String>,
+    /// The request's `Destination`.
+    pub to_addresses: Vec<String>,
+    pub cc_addresses: Vec<String>,
+    pub bcc_addresses: Vec<String>,
 }
 
 /// A message's headers (name and unfolded value, in order) and its text and HTML parts.
