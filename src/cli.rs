@@ -501,7 +501,9 @@ pub fn resolve_report(config: &Config, facts: &MessageFacts) -> (String, ExitCod
         Decision::Accept(acceptance) => {
             let mut out = String::new();
             let why = match &acceptance.reason {
-                SetReason::Header => "named by --configuration-set".to_owned(),
+                SetReason::Header | SetReason::ApiParameter => {
+                    "named by --configuration-set".to_owned()
+                }
                 SetReason::Default { identity } => {
                     format!("default of the verified identity {identity}")
                 }

@@ -73,6 +73,18 @@ pub const INTEGER_RANGES: &[IntegerRange] = &[
         note: " (64 GiB)",
     },
     IntegerRange {
+        key: "capture.max_messages",
+        min: 0,
+        max: 1_000_000,
+        note: "",
+    },
+    IntegerRange {
+        key: "capture.max_bytes",
+        min: 0,
+        max: 16 << 30,
+        note: " (16 GiB)",
+    },
+    IntegerRange {
         key: "account.max_24_hour_send",
         min: 0,
         max: MAX_24_HOUR_SEND,
@@ -190,6 +202,8 @@ pub struct Config {
     pub resources: Resources,
     /// `[auth]`: the users who may AUTH; none without the section.
     pub auth: Option<AuthConfig>,
+    /// `[capture]`: how much of what was sent is kept (SPEC 10).
+    pub capture: CaptureConfig,
     /// The secrets the file names by environment variable, and their values once resolved.
     secrets: Secrets,
     /// Where `upstream.ca_file` is written, for the error when the file is missing.
@@ -275,6 +289,45 @@ pub struct AdminConfig {
     /// `false`: the listener serves only `/healthz/*`, `/metrics` and the pages (no SES API,
     /// no verification links).
     pub api: bool,
+    /// Who may see the pages and the capture API when `access_keys` is set (HTTP Basic
+    /// auth); with access keys and no users, nobody may.
+    pub ui_users: Vec<UiUser>,
+}
+
+/// The `[capture]` section: the bounds of the captured-mail store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Records kept, oldest dropped first; 0 turns capture off.
+    pub max_messages: usize,
+    /// Raw bytes kept; past it the oldest bodies go, their records stay.
+    pub max_bytes: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            max_messages: crate::capture::DEFAULT_MAX_MESSAGES,
+            max_bytes: crate::capture::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// One user of `[admin] ui_users`: HTTP Basic auth for the pages and the capture API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UiUser {
+    pub username: String,
+    /// An argon2id PHC string, checked to parse at load.
+    pub password_hash: String,
+}
+
+/// Debug output never shows the password hash.
+impl std::fmt::Debug for UiUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiUser")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
 }
 
 /// An access key of `[admin] access_keys`, its secret resolved from the variable
@@ -715,7 +768,8 @@ impl Config {
 
     /// One line per identity whose default names a set that does not exist (a deleted set).
     pub fn warnings(&self) -> Vec<String> {
-        self.policy
+        let mut warnings: Vec<String> = self
+            .policy
             .deleted_set_defaults()
             .map(|(identity, set)| {
                 format!(
@@ -723,7 +777,19 @@ impl Config {
                      (deleted set); mail that resolves to it is rejected with 554 5.3.0"
                 )
             })
-            .collect()
+            .collect();
+        if let Some(admin) = &self.admin
+            && !admin.access_keys.is_empty()
+            && admin.ui_users.is_empty()
+            && self.capture.max_messages > 0
+        {
+            warnings.push(
+                "[admin] access_keys is set and ui_users is empty: the pages and the capture \
+                 API answer 401 to everyone"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 }
 
@@ -752,6 +818,22 @@ struct RawConfig {
     account: RawAccount,
     #[serde(default)]
     events: RawEvents,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    max_messages: Option<Spanned<i64>>,
+    max_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUiUser {
+    username: Spanned<String>,
+    password_hash: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -841,6 +923,7 @@ struct RawAdmin {
     public_url: Option<Spanned<String>>,
     access_keys: Option<Vec<RawAccessKey>>,
     api: Option<bool>,
+    ui_users: Option<Vec<RawUiUser>>,
 }
 
 #[derive(Deserialize)]
@@ -1043,6 +1126,18 @@ impl Source<'_> {
             Some(auth) => Some(self.auth(auth.into_inner())?),
             None => None,
         };
+        let capture = CaptureConfig {
+            max_messages: to_usize(self.integer(
+                raw.capture.max_messages,
+                "capture.max_messages",
+                crate::capture::DEFAULT_MAX_MESSAGES as u64,
+            )?),
+            max_bytes: to_usize(self.integer(
+                raw.capture.max_bytes,
+                "capture.max_bytes",
+                crate::capture::DEFAULT_MAX_BYTES as u64,
+            )?),
+        };
         Ok(Config {
             path: self.path.to_owned(),
             server,
@@ -1055,6 +1150,7 @@ impl Source<'_> {
             verification,
             resources,
             auth,
+            capture,
             secrets,
             ca_file_at,
             tls,
@@ -1073,29 +1169,13 @@ impl Source<'_> {
         }
         let mut users: Vec<AuthUser> = Vec::new();
         for (i, user) in raw.users.into_inner().into_iter().enumerate() {
-            let name = user.username.get_ref();
-            if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
-                return Err(self.error(
-                    user.username.span(),
-                    format!("auth.users[{i}].username"),
-                    "a username is 1-256 characters, none of them a control character",
-                ));
-            }
-            if users.iter().any(|u| u.username == *name) {
-                return Err(self.error(
-                    user.username.span(),
-                    format!("auth.users[{i}].username"),
-                    format!("user {name:?} is listed twice"),
-                ));
-            }
-            if !crate::password::is_argon2id_hash(user.password_hash.get_ref()) {
-                return Err(self.error(
-                    user.password_hash.span(),
-                    format!("auth.users[{i}].password_hash"),
-                    "not an argon2id hash (\"$argon2id$v=19$m=...\"); make one with \
-                     `sesrelay hash-password`",
-                ));
-            }
+            let taken = users.iter().any(|u| u.username == *user.username.get_ref());
+            self.credentials(
+                &format!("auth.users[{i}]"),
+                &user.username,
+                &user.password_hash,
+                taken,
+            )?;
             let allowed_senders = match user.allowed_senders {
                 None => None,
                 Some(list) => {
@@ -1126,6 +1206,41 @@ impl Source<'_> {
             });
         }
         Ok(AuthConfig { users })
+    }
+
+    /// A user's name and password hash (`[auth] users`, `[admin] ui_users`): a name of
+    /// 1-256 characters, none a control character, not `taken`; an argon2id hash.
+    fn credentials(
+        &self,
+        key: &str,
+        username: &Spanned<String>,
+        password_hash: &Spanned<String>,
+        taken: bool,
+    ) -> Result<(), ConfigError> {
+        let name = username.get_ref();
+        if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+            return Err(self.error(
+                username.span(),
+                format!("{key}.username"),
+                "a username is 1-256 characters, none of them a control character",
+            ));
+        }
+        if taken {
+            return Err(self.error(
+                username.span(),
+                format!("{key}.username"),
+                format!("user {name:?} is listed twice"),
+            ));
+        }
+        if !crate::password::is_argon2id_hash(password_hash.get_ref()) {
+            return Err(self.error(
+                password_hash.span(),
+                format!("{key}.password_hash"),
+                "not an argon2id hash (\"$argon2id$v=19$m=...\"); make one with \
+                 `sesrelay hash-password`",
+            ));
+        }
+        Ok(())
     }
 
     /// `[tls]`; whether the files exist is checked by `Config::check_files`.
@@ -1423,11 +1538,28 @@ impl Source<'_> {
                 },
             });
         }
+        let mut ui_users: Vec<UiUser> = Vec::new();
+        for (i, user) in raw.ui_users.unwrap_or_default().into_iter().enumerate() {
+            let taken = ui_users
+                .iter()
+                .any(|u| u.username == *user.username.get_ref());
+            self.credentials(
+                &format!("admin.ui_users[{i}]"),
+                &user.username,
+                &user.password_hash,
+                taken,
+            )?;
+            ui_users.push(UiUser {
+                username: user.username.into_inner(),
+                password_hash: user.password_hash.into_inner(),
+            });
+        }
         Ok(AdminConfig {
             listen,
             public_url,
             access_keys: Vec::new(),
             api: raw.api.unwrap_or(true),
+            ui_users,
         })
     }
 

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Throttle};
+use crate::capture::{self, CaptureStore, EventLog, NewCapture, SetSource, SimpleParts};
 use crate::config::{Config, ConfigError};
 use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
@@ -53,6 +54,8 @@ pub struct Relay {
     /// simulated bounce or complaint).
     suppression: Arc<SuppressionList>,
     events: Publisher,
+    /// What was sent (SPEC 10).
+    capture: CaptureStore,
 }
 
 /// Why a relay could not be made.
@@ -112,6 +115,9 @@ impl ChangeGuard<'_> {
             Arc::new(Upstream::new(&config.upstream)?)
         };
         *self.seen = Arc::from(config.source_text());
+        self.relay
+            .capture
+            .configure(config.capture.max_messages, config.capture.max_bytes);
         let next = Arc::new(snapshot(config, upstream));
         let mut guard = self
             .relay
@@ -131,6 +137,7 @@ impl Relay {
     /// its list in memory only.
     pub fn new(config: Config) -> Result<Relay, RelayError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let capture = CaptureStore::new(config.capture.max_messages, config.capture.max_bytes);
         let suppression = match &config.account.suppression_file {
             Some(file) => SuppressionList::load(file)?,
             None if config.path.is_file() => {
@@ -149,6 +156,7 @@ impl Relay {
             health: Health::new(),
             suppression: Arc::new(suppression),
             events,
+            capture,
         })
     }
 
@@ -239,6 +247,11 @@ impl Relay {
     /// destinations go through it (SPEC 8).
     pub fn events(&self) -> &Publisher {
         &self.events
+    }
+
+    /// The captured messages (SPEC 10).
+    pub fn capture(&self) -> &CaptureStore {
+        &self.capture
     }
 
     /// The readiness state: draining, and the last upstream check.
@@ -414,6 +427,8 @@ pub struct Submission {
     pub configuration_set: Option<String>,
     /// Tags given beside the message (the API's `EmailTags`): used instead of the header's.
     pub tags: Option<Vec<(String, String)>>,
+    /// What a Simple API send was made of, for the capture store's LocalStack view.
+    pub simple: Option<SimpleParts>,
 }
 
 /// Why a submission was not forwarded.
@@ -493,7 +508,11 @@ impl Relay {
             message,
             configuration_set,
             tags,
+            simple,
         } = submission;
+        let capturing = self.capture.enabled();
+        let received_raw = capturing.then(|| message.content().clone());
+        let event_log = EventLog::new();
         let operation = events::record::ses_operation(protocol, id.is_some());
         let id = id.unwrap_or_else(|| new_message_id(&config.server.region));
         let size = message.len();
@@ -513,11 +532,13 @@ impl Relay {
                 facts.recipients = recipients;
                 if let Some(set) = configuration_set {
                     facts.configuration_set = Some(set);
+                    facts.set_from_api = true;
                 }
                 facts.api_tags = tags;
                 facts.sender_limit = limit;
                 let from = facts.from.as_deref().unwrap_or_default().join(", ");
-                let decision = config.policy.resolve(&facts);
+                let resolution = config.policy.resolve_traced(&facts);
+                let (decision, chosen) = (resolution.decision, resolution.set);
                 // The `mail` of the message's event records, read from its header block
                 // here (off the async threads for a large message), when its set has
                 // destinations.
@@ -543,10 +564,10 @@ impl Relay {
                     )),
                     _ => None,
                 };
-                (decision, message, from, mail)
+                (decision, message, from, mail, chosen)
             }
         };
-        let (decision, message, from, mail) = if large {
+        let (decision, message, from, mail, chosen) = if large {
             match tokio::task::spawn_blocking(judge).await {
                 Ok(judged) => judged,
                 Err(e) => {
@@ -570,12 +591,61 @@ impl Relay {
             size,
             started,
         };
+        // The capture store's record, finished at each outcome below (SPEC 10).
+        let (set_name, set_source, identity) = match &chosen {
+            Some((set, reason)) => {
+                let (source, identity) = set_source(reason);
+                (set.clone(), source, identity)
+            }
+            None => (None, SetSource::None, None),
+        };
+        let mut draft = received_raw.map(|raw| NewCapture {
+            id: id.clone(),
+            time: std::time::SystemTime::now(),
+            protocol,
+            client: peer.to_canonical(),
+            user: auth_user.clone(),
+            mail_from: mail_from.clone(),
+            rcpt_to: rcpt_to.clone(),
+            outcome: capture::Outcome::Rejected,
+            reply: String::new(),
+            configuration_set: set_name,
+            set_source,
+            identity,
+            tags: Vec::new(),
+            size,
+            simple,
+            raw,
+            events: event_log.clone(),
+        });
+        let mut keep = |outcome: capture::Outcome,
+                        reply: String,
+                        tags: Option<&[(String, String)]>,
+                        raw: Option<bytes::Bytes>| {
+            if let Some(mut draft) = draft.take() {
+                draft.outcome = outcome;
+                draft.reply = reply;
+                if let Some(tags) = tags {
+                    draft.tags = tags.to_vec();
+                }
+                if let Some(raw) = raw {
+                    draft.raw = raw;
+                }
+                self.capture.record(draft);
+            }
+        };
         let acceptance = match decision {
             Decision::Accept(acceptance) => acceptance,
             Decision::Reject(rejection) => {
                 let refusal = Refusal::Rejected(rejection);
                 self.metrics.rejected(refusal.reason());
                 outcome.rejected(&refusal);
+                keep(
+                    capture::Outcome::Rejected,
+                    refusal.reply().to_line(),
+                    None,
+                    None,
+                );
                 return Err(refusal);
             }
         };
@@ -591,11 +661,24 @@ impl Relay {
                 let refusal = Refusal::Throttled(throttle);
                 self.metrics.rejected(refusal.reason());
                 outcome.throttled(&acceptance, &refusal);
+                keep(
+                    capture::Outcome::Rejected,
+                    refusal.reply().to_line(),
+                    Some(&acceptance.tags),
+                    None,
+                );
                 return Err(refusal);
             }
         };
         // The message's events, when its set has destinations.
-        let emitter = mail.map(|mail| self.events.emitter(Arc::clone(&config), mail));
+        let emitter = mail.map(|mail| {
+            let emitter = self.events.emitter(Arc::clone(&config), mail);
+            if capturing {
+                emitter.with_log(event_log.clone())
+            } else {
+                emitter
+            }
+        });
         // The mailbox simulator's recipients never reach the upstream.
         let (simulated, forwarded_to): (Vec<String>, Vec<String>) = rcpt_to
             .iter()
@@ -631,6 +714,12 @@ impl Relay {
                 &acceptance,
                 "none (no recipient for the upstream: mailbox simulator or suppression list)",
             );
+            keep(
+                capture::Outcome::Forwarded,
+                reply::accepted(&id).to_line(),
+                Some(&acceptance.tags),
+                None,
+            );
             return Ok(id);
         }
         let received = message::received_header(&Trace {
@@ -652,6 +741,8 @@ impl Relay {
             tags: &acceptance.tags,
             strip_ses_headers: config.strip_ses_headers,
         });
+        // The copy the capture store keeps: made once, only when capture is on.
+        let forwarded_raw = capturing.then(|| forwarded.to_bytes());
         let envelope = Envelope {
             mail_from: mail_from.clone(),
             rcpt_to: forwarded_to,
@@ -674,6 +765,12 @@ impl Relay {
                 self.metrics
                     .accepted(acceptance.configuration_set.as_deref());
                 outcome.accepted(&acceptance, &ack);
+                keep(
+                    capture::Outcome::Forwarded,
+                    reply::accepted(&id).to_line(),
+                    Some(&acceptance.tags),
+                    forwarded_raw,
+                );
                 Ok(id)
             }
             Err(e) => {
@@ -689,6 +786,12 @@ impl Relay {
                 let refusal = Refusal::Upstream(e);
                 self.metrics.rejected(refusal.reason());
                 outcome.upstream_failed(&acceptance, &refusal);
+                keep(
+                    capture::Outcome::UpstreamRefused,
+                    refusal.reply().to_line(),
+                    Some(&acceptance.tags),
+                    None,
+                );
                 Err(refusal)
             }
         }
@@ -762,6 +865,20 @@ impl Relay {
             }
         }
         result
+    }
+}
+
+/// The capture store's source of a set, and the identity that decided.
+fn set_source(reason: &crate::policy::SetReason) -> (SetSource, Option<String>) {
+    use crate::policy::SetReason;
+    match reason {
+        SetReason::Header => (SetSource::Header, None),
+        SetReason::ApiParameter => (SetSource::ApiParameter, None),
+        SetReason::Default { identity } if identity.contains('@') => {
+            (SetSource::AddressDefault, Some(identity.clone()))
+        }
+        SetReason::Default { identity } => (SetSource::DomainDefault, Some(identity.clone())),
+        SetReason::NoDefault { identity } => (SetSource::None, identity.clone()),
     }
 }
 
@@ -948,6 +1065,7 @@ impl Handler for Relay {
             message: read_message(tx.content).await,
             configuration_set: None,
             tags: None,
+            simple: None,
         };
         match self.submit(submission).await {
             Ok(id) => reply::accepted(&id),

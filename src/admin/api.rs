@@ -863,6 +863,7 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
         .transpose()?;
     // A Simple message names its id in its Message-ID, as SES's do: the id is chosen here.
     let mut id = None;
+    let mut simple_parts = None;
     let content = match (req.content.simple, req.content.raw, req.content.template) {
         (Some(simple), None, None) => {
             let Some((mailbox, _)) = &from else {
@@ -871,6 +872,21 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
                 ));
             };
             let chosen = id.insert(crate::relay::new_message_id(&config.server.region));
+            simple_parts = Some(crate::capture::SimpleParts {
+                subject: simple.subject.data.clone(),
+                text: simple.body.text.as_ref().map(|t| t.data.clone()),
+                html: simple.body.html.as_ref().map(|t| t.data.clone()),
+                destination: destination
+                    .to_addresses
+                    .iter()
+                    .chain(&destination.cc_addresses)
+                    .chain(&destination.bcc_addresses)
+                    .cloned()
+                    .collect(),
+                to_addresses: destination.to_addresses.clone(),
+                cc_addresses: destination.cc_addresses.clone(),
+                bcc_addresses: destination.bcc_addresses.clone(),
+            });
             simple_message(
                 chosen,
                 mailbox,
@@ -947,6 +963,7 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
         message,
         configuration_set: req.configuration_set_name,
         tags,
+        simple: simple_parts,
     };
     state.relay.submit(submission).await.map_err(refusal_error)
 }

@@ -193,13 +193,14 @@ impl Publisher {
             inner: Arc::clone(&self.inner),
             config,
             mail: Arc::new(mail),
+            log: None,
         }
     }
 
     /// Hands `record` to the sinks of the destinations of its set that take its type.
     /// Never waits.
     pub fn publish(&self, config: &Config, record: &Record) {
-        self.inner.publish(config, record);
+        let _ = self.inner.publish(config, record);
     }
 
     /// Records handed to the workers and not yet published or dropped.
@@ -250,9 +251,18 @@ pub struct Emitter {
     inner: Arc<Inner>,
     config: Arc<Config>,
     mail: Arc<Mail>,
+    /// The captured message's events (SPEC 10): one entry per record and destination
+    /// that took it.
+    log: Option<crate::capture::EventLog>,
 }
 
 impl Emitter {
+    /// Also appends each published record to `log` (the capture store's events).
+    pub fn with_log(mut self, log: crate::capture::EventLog) -> Emitter {
+        self.log = Some(log);
+        self
+    }
+
     pub fn mail(&self) -> &Mail {
         &self.mail
     }
@@ -336,7 +346,53 @@ impl Emitter {
             mail: Arc::clone(&self.mail),
             event,
         };
-        self.inner.publish(&self.config, &record);
+        let taken = self.inner.publish(&self.config, &record);
+        if let Some(log) = &self.log {
+            let set = record.mail.configuration_set();
+            let summary = summary(&record.event);
+            let time = std::time::SystemTime::now();
+            for destination in taken {
+                log.push(crate::capture::CapturedEvent {
+                    event_type: record.event_type().record_name().to_owned(),
+                    time,
+                    destination: format!("{set}/{destination}"),
+                    summary: summary.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// One line about an event, for the captured message's timeline.
+fn summary(event: &Event) -> String {
+    match event {
+        Event::Send => "accepted for sending".to_owned(),
+        Event::Delivery(d) => format!("{}: {}", d.recipients.join(", "), d.smtp_response),
+        Event::Bounce(b) => {
+            let who: Vec<&str> = b
+                .bounced_recipients
+                .iter()
+                .map(|r| r.email_address.as_str())
+                .collect();
+            format!(
+                "{} ({}): {}",
+                b.bounce_type,
+                b.bounce_sub_type,
+                who.join(", ")
+            )
+        }
+        Event::Complaint(c) => {
+            let who: Vec<&str> = c
+                .complained_recipients
+                .iter()
+                .map(|r| r.email_address.as_str())
+                .collect();
+            format!(
+                "complaint ({}): {}",
+                c.complaint_feedback_type,
+                who.join(", ")
+            )
+        }
     }
 }
 
@@ -345,10 +401,12 @@ impl Inner {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, config: &Config, record: &Record) {
+    /// Hands `record` to its destinations; the names of those that took it.
+    fn publish<'c>(&self, config: &'c Config, record: &Record) -> Vec<&'c str> {
+        let mut taken = Vec::new();
         let set = record.mail.configuration_set();
         let Some(set_record) = config.resources.configuration_sets.get(set) else {
-            return;
+            return taken;
         };
         let event_type = record.event_type();
         let mut json: Option<Bytes> = None;
@@ -360,6 +418,7 @@ impl Inner {
             if !destination.takes(event_type) {
                 continue;
             }
+            taken.push(name.as_str());
             let unmapped = || Target::File(default_file(&config.events.dir, set, name));
             match &destination.target {
                 DestinationTarget::CloudWatch { dimensions } => {
@@ -408,6 +467,7 @@ impl Inner {
                 },
             }
         }
+        taken
     }
 
     /// Puts `job` on the queue of the worker for `target`, starting the worker if needed;

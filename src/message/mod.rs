@@ -406,6 +406,7 @@ impl Message {
                 .map(|m| (m.address.to_ascii_lowercase(), m.shown()))
                 .collect(),
             configuration_set: self.facts.configuration_set.clone(),
+            set_from_api: false,
             tags: self.facts.tags.clone(),
             api_tags: None,
             sender_limit: None,
@@ -530,6 +531,15 @@ impl Forwarded {
 
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The whole forwarded message in one buffer, copied once (the capture store's copy).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.len());
+        for part in self.parts() {
+            out.extend_from_slice(part);
+        }
+        Bytes::from(out)
     }
 
     /// The whole forwarded message in one buffer (tests and small messages only).

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 pub use identities::{Identity, IdentityTable, candidates};
 pub use resolve::{
-    Acceptance, Decision, MessageFacts, Rejection, SenderLimit, SetReason, is_mailbox_simulator,
+    Acceptance, Decision, MessageFacts, Rejection, Resolution, SenderLimit, SetReason,
+    is_mailbox_simulator,
 };
 pub use tags::{TagError, merge_tags, parse_tags, validate_tag};
 

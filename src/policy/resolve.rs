@@ -28,8 +28,11 @@ pub struct MessageFacts {
     /// How a header mailbox with a display name is listed in a rejection, by lower-cased
     /// address (`Joe Bloggs <joe@x.test>`, as JavaMail prints it); others are listed bare.
     pub shown: HashMap<String, String>,
-    /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed.
+    /// The first `X-SES-CONFIGURATION-SET` header's value, unfolded and trimmed, or the
+    /// set named beside the message ([`MessageFacts::set_from_api`]).
     pub configuration_set: Option<String>,
+    /// True when `configuration_set` is the API's `ConfigurationSetName`, not the header.
+    pub set_from_api: bool,
     /// The first `X-SES-MESSAGE-TAGS` header's value, unfolded.
     pub tags: Option<String>,
     /// Tags given beside the message (the API's `EmailTags`): used alone, the header's
@@ -88,6 +91,8 @@ pub struct Acceptance {
 pub enum SetReason {
     /// The `X-SES-CONFIGURATION-SET` header named it.
     Header,
+    /// The API's `ConfigurationSetName` named it.
+    ApiParameter,
     /// The default of this verified identity.
     Default { identity: String },
     /// No set: the most specific verified identity (if any) has no default.
@@ -100,6 +105,7 @@ impl SetReason {
     pub fn describe(&self) -> (&'static str, Option<&str>) {
         match self {
             SetReason::Header => ("header", None),
+            SetReason::ApiParameter => ("api parameter", None),
             SetReason::Default { identity } if identity.contains('@') => {
                 ("address default", Some(identity))
             }
@@ -227,9 +233,33 @@ pub fn is_mailbox_simulator(lower: &str) -> bool {
         .is_some_and(|(_, domain)| domain == "simulator.amazonses.com")
 }
 
+/// A decision and the configuration set it settled on on the way, with where the set came
+/// from: known for every acceptance, and for the rejections that came after the set was
+/// chosen (a set that does not exist or is paused, the account's checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub decision: Decision,
+    pub set: Option<(Option<String>, SetReason)>,
+}
+
 impl Policy {
     /// Applies SPEC.md section 4 to one message.
     pub fn resolve(&self, facts: &MessageFacts) -> Decision {
+        self.resolve_traced(facts).decision
+    }
+
+    /// [`Policy::resolve`], with the set chosen on the way ([`Resolution`]).
+    pub fn resolve_traced(&self, facts: &MessageFacts) -> Resolution {
+        let mut set = None;
+        let decision = self.judge(facts, &mut set);
+        Resolution { decision, set }
+    }
+
+    fn judge(
+        &self,
+        facts: &MessageFacts,
+        trail: &mut Option<(Option<String>, SetReason)>,
+    ) -> Decision {
         // SES accepts every RCPT and counts them with the message.
         if facts.recipients.len() > self.max_recipients {
             return Decision::Reject(Rejection::TooManyRecipients(self.max_recipients));
@@ -296,16 +326,18 @@ impl Policy {
 
         // 2. An explicit set overrides; 3. else the sender's default.
         let (configuration_set, reason) = match &facts.configuration_set {
+            Some(name) if facts.set_from_api => (Some(name.clone()), SetReason::ApiParameter),
             Some(name) => (Some(name.clone()), SetReason::Header),
             None => self.default_set(&from[0]),
         };
+        *trail = Some((configuration_set.clone(), reason.clone()));
 
         // 4. The set must exist and be enabled.
         let no_tags = BTreeMap::new();
         let set_tags = match &configuration_set {
             None => &no_tags,
             Some(name) => match self.configuration_sets.get(name) {
-                None if reason == SetReason::Header => {
+                None if matches!(reason, SetReason::Header | SetReason::ApiParameter) => {
                     return Decision::Reject(Rejection::ConfigurationSetDoesNotExist(name.clone()));
                 }
                 None => {
