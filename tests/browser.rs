@@ -66,7 +66,7 @@ impl Browser {
                         "--disable-dev-shm-usage",
                         "--disable-gpu",
                         "--no-first-run",
-                        "--window-size=1280,900",
+                        "--window-size=1280,1000",
                         format!("--user-data-dir={}", profile.path().display()),
                     ],
                 },
@@ -172,8 +172,6 @@ impl Browser {
             .expect("clicked");
     }
 
-    // Used by the list and message tests.
-    #[allow(dead_code)]
     /// Writes a screenshot of the page as `DIR/name` when `SESRELAY_SCREENSHOTS=DIR`.
     async fn screenshot(&self, name: &str) {
         let Some(dir) = std::env::var_os("SESRELAY_SCREENSHOTS") else {
@@ -210,7 +208,6 @@ fn kill_group(child: &mut Child) {
 struct Relay {
     _dir: tempfile::TempDir,
     base: String,
-    #[allow(dead_code)]
     smtp: std::net::SocketAddr,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
@@ -278,6 +275,56 @@ impl Relay {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(WAIT, self.done).await;
     }
+
+    /// Sends one message over SMTP; the relay's final reply.
+    async fn send(&self, from: &str, to: &str, headers: &str, body: &str) -> String {
+        let mut client = common::Client::ready(self.smtp).await;
+        let content = format!(
+            "From: {from}\r\nTo: {to}\r\n{headers}Message-ID: <{}@test>\r\n\r\n{body}",
+            uuid::Uuid::new_v4()
+        );
+        let content = content.replace("\r\n", "\n").replace('\n', "\r\n");
+        let reply = client.mail(from, &[to], content.as_bytes()).await;
+        let _ = client.cmd("QUIT").await;
+        reply
+    }
+}
+
+/// The body of a multipart/alternative message (boundary `b1`) whose HTML part's script would change the page, its frame and its own text, and whose
+/// image would be fetched from `pixel` if anything remote were loaded.
+fn hostile_html(pixel: std::net::SocketAddr) -> String {
+    format!(
+        "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nWelcome, Joe (text).\r\n\
+         --b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+         <html><head><title>mail</title></head><body>\
+         <h1 id=\"greeting\">Welcome, Joe</h1>\
+         <p id=\"marker\">the script did not run</p>\
+         <img src=\"http://{pixel}/pixel.png\" alt=\"\">\
+         <script>\
+         document.getElementById('marker').textContent = 'the script ran';\
+         document.title = 'pwned';\
+         try {{ window.parent.document.body.dataset.pwned = 'yes'; }} catch (e) {{}}\
+         try {{ window.top.document.title = 'pwned'; }} catch (e) {{}}\
+         </script></body></html>\r\n\
+         --b1--\r\n"
+    )
+}
+
+/// Counts the connections made to it: nothing should ever connect.
+async fn tripwire() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, hits)
 }
 
 /// The identities page shows the table as the relay applies it, and its resolve form
@@ -380,6 +427,218 @@ async fn identities_page_and_resolve_form() {
     browser.goto(&relay.url("/identities?from=nobody")).await;
     let answer = browser.text("#resolve-answer").await;
     assert!(answer.contains("needs an email address"), "{answer}");
+
+    browser.stop().await;
+    relay.stop().await;
+}
+
+/// The list shows captured mail with outcome, set and source; the search filters it; a
+/// message's page tells the decision in words and shows the HTML part in a sandboxed frame,
+/// where a script runs nothing and nothing remote is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_message_pages() {
+    let _one = ONE_BROWSER.lock().await;
+    let relay = Relay::start().await;
+    let (pixel, pixel_hits) = tripwire().await;
+
+    let reply = relay
+        .send(
+            "joe@example.com",
+            "someone@example.org",
+            "Subject: Welcome, Joe\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/alternative; boundary=b1\r\n",
+            &hostile_html(pixel),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = relay
+        .send(
+            "ann@example.com",
+            "team@example.org",
+            "Subject: Header set\r\nX-SES-CONFIGURATION-SET: marketing\r\n",
+            "Chosen by the header.\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = relay
+        .send(
+            "old@legacy.example.org",
+            "someone@example.org",
+            "Subject: From a retired set\r\n",
+            "Its domain's default set was deleted.\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("554 5.3.0"), "{reply}");
+
+    let browser = Browser::start().await;
+    browser.goto(&relay.url("/")).await;
+    let list = browser
+        .text_when("#messages", |t| {
+            t.contains("Welcome, Joe") && t.contains("Header set") && t.contains("retired set")
+        })
+        .await;
+    let rows: Vec<&str> = list.lines().collect();
+    // Newest first.
+    let position = |needle: &str| rows.iter().position(|r| r.contains(needle)).unwrap();
+    assert!(position("retired set") < position("Header set"), "{list}");
+    assert!(position("Header set") < position("Welcome, Joe"), "{list}");
+    let joe = rows[position("Welcome, Joe")];
+    assert!(
+        joe.contains("forwarded") && joe.contains("marketing · address default"),
+        "{joe}"
+    );
+    assert!(
+        joe.contains("joe@example.com") && joe.contains("someone@example.org"),
+        "{joe}"
+    );
+    let ann = rows[position("Header set")];
+    assert!(ann.contains("marketing · header"), "{ann}");
+    let old = rows[position("retired set")];
+    assert!(old.contains("rejected"), "{old}");
+    browser.screenshot("list.png").await;
+
+    // The search, server-side.
+    browser.fill("#search", "outcome:rejected").await;
+    browser.click("form.search button").await;
+    let filtered = browser
+        .text_when("#messages", |t| !t.contains("Welcome, Joe"))
+        .await;
+    assert!(filtered.contains("retired set"), "{filtered}");
+    assert!(!filtered.contains("Header set"), "{filtered}");
+    browser.goto(&relay.url("/?q=set:marketing+from:ann")).await;
+    let filtered = browser
+        .text_when("#messages", |t| t.contains("Header set"))
+        .await;
+    assert!(!filtered.contains("Welcome, Joe"), "{filtered}");
+
+    // A message's page: the decision in words.
+    browser.goto(&relay.url("/")).await;
+    browser
+        .text_when("#messages", |t| t.contains("Welcome, Joe"))
+        .await;
+    browser
+        .client()
+        .find(Locator::LinkText("Welcome, Joe"))
+        .await
+        .expect("the subject links to the message")
+        .click()
+        .await
+        .unwrap();
+    let trail = browser
+        .text_when("#trail", |t| t.contains("joe@example.com"))
+        .await;
+    assert!(
+        trail.contains("default configuration set of joe@example.com → marketing"),
+        "{trail}"
+    );
+    assert!(trail.contains("forwarded"), "{trail}");
+    assert!(trail.contains("X-SES-MESSAGE-TAGS: team=growth"), "{trail}");
+    let text = browser.text("#text-part").await;
+    assert!(text.contains("Welcome, Joe (text)."), "{text}");
+    let headers = browser.text("#headers").await;
+    assert!(headers.contains("X-SES-CONFIGURATION-SET"), "{headers}");
+    let raw = browser.text("#raw").await;
+    assert!(
+        raw.contains("<script>"),
+        "the raw source shown as text: {raw}"
+    );
+
+    // The HTML part: in an iframe with an empty sandbox attribute (no scripts, an opaque
+    // origin), served with a CSP sandbox of its own.
+    let frame = browser
+        .client()
+        .find(Locator::Css("iframe#html-part"))
+        .await
+        .expect("the HTML part's frame");
+    assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
+    let src = frame.attr("src").await.unwrap().expect("src");
+    let response = reqwest::get(relay.url(&src)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("sandbox;") && !csp.contains("allow-scripts"),
+        "{csp}"
+    );
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    browser.screenshot("message.png").await;
+
+    // The listener's Origin and Host rules hold for the pages.
+    let http = reqwest::Client::new();
+    let foreign = http
+        .get(relay.url("/"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let rebound = http
+        .get(relay.url(&src))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let own = http.get(relay.url("/")).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    let csp = own.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+
+    // Inside the frame the message is shown, and its script did not run.
+    frame.enter_frame().await.expect("into the frame");
+    let greeting = browser.text("#greeting").await;
+    assert_eq!(greeting, "Welcome, Joe");
+    let marker = browser.text("#marker").await;
+    assert_eq!(marker, "the script did not run");
+    browser.client().enter_parent_frame().await.unwrap();
+    // Nothing changed in the page's origin.
+    let page = browser
+        .client()
+        .execute(
+            "return [document.title, document.body.dataset.pwned || null];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page, json!(["Welcome, Joe · sesrelay", null]));
+    assert_eq!(
+        pixel_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the message's remote image was fetched"
+    );
+
+    // The header's set, and a rejection, in words.
+    browser
+        .goto(&relay.url("/?q=subject:%22Header+set%22"))
+        .await;
+    browser
+        .text_when("#messages", |t| t.contains("Header set"))
+        .await;
+    browser.click("#messages a").await;
+    let trail = browser.text_when("#trail", |t| t.contains("header")).await;
+    assert!(
+        trail.contains("X-SES-CONFIGURATION-SET header → marketing"),
+        "{trail}"
+    );
+    browser.goto(&relay.url("/?q=outcome:rejected")).await;
+    browser
+        .text_when("#messages", |t| t.contains("retired set"))
+        .await;
+    browser.click("#messages a").await;
+    let trail = browser
+        .text_when("#trail", |t| t.contains("rejected"))
+        .await;
+    assert!(trail.contains("554 5.3.0"), "{trail}");
+    assert!(
+        trail.contains("default configuration set of the domain legacy.example.org → retired"),
+        "{trail}"
+    );
 
     browser.stop().await;
     relay.stop().await;

@@ -9,10 +9,11 @@
 //! (Host, Origin) applies to every page, and [`ui_auth`] decides who may see them.
 
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::AdminState;
+use crate::capture::{Captured, Outcome, SetSource};
 use crate::config::Config;
 
 /// The pages' Content-Security-Policy: everything from this listener only, no inline script
@@ -42,6 +44,9 @@ const APP_JS: &str = include_str!("../../static/app.js");
 pub fn routes(state: &AdminState) -> Router<AdminState> {
     Router::new()
         .route("/", get(list_page))
+        .route("/message/{id}", get(message_page))
+        .route("/message/{id}/html", get(message_html))
+        .route("/message/{id}/row", get(row_fragment))
         .route("/identities", get(identities_page))
         .route("/static/app.css", get(app_css))
         .route("/static/app.js", get(app_js))
@@ -165,19 +170,321 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 // The list.
 // ---------------------------------------------------------------------------------------
 
+/// Messages on one page of the list.
+const PAGE_SIZE: usize = 50;
+/// The raw source shown in the message page at most (the whole is at the raw link).
+const RAW_SHOWN: usize = 256 * 1024;
+
+/// One row of the list (`templates/row.html`), also served alone for the live list.
+struct MessageRow {
+    id: String,
+    time: String,
+    outcome: &'static str,
+    /// The badge's class: `ok`, `bad`, `warn`.
+    outcome_class: &'static str,
+    from: String,
+    to: String,
+    subject: String,
+    /// `marketing · address default`, `no set · none`.
+    set: String,
+}
+
+impl MessageRow {
+    fn of(c: &Captured) -> MessageRow {
+        let set = c.configuration_set.as_deref().unwrap_or("no set");
+        MessageRow {
+            id: c.id.clone(),
+            time: format_time(c.time),
+            outcome: c.outcome.as_str(),
+            outcome_class: outcome_class(c.outcome),
+            from: if c.from.is_empty() {
+                c.mail_from.clone()
+            } else {
+                c.from.clone()
+            },
+            to: if c.to.is_empty() {
+                c.rcpt_to.join(", ")
+            } else {
+                c.to.join(", ")
+            },
+            subject: c.subject.clone(),
+            set: format!("{set} · {}", source_words(c.set_source)),
+        }
+    }
+}
+
+fn outcome_class(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Forwarded => "ok",
+        Outcome::Rejected => "bad",
+        Outcome::UpstreamRefused => "warn",
+    }
+}
+
+/// A set's source in words.
+fn source_words(source: SetSource) -> &'static str {
+    match source {
+        SetSource::Header => "header",
+        SetSource::ApiParameter => "API parameter",
+        SetSource::AddressDefault => "address default",
+        SetSource::DomainDefault => "domain default",
+        SetSource::None => "none",
+    }
+}
+
+/// `2026-11-27 04:41:19 UTC`.
+fn format_time(time: SystemTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from(time)
+        .format(format)
+        .unwrap_or_default()
+}
+
 #[derive(Template)]
 #[template(path = "list.html")]
 struct ListPage {
     title: &'static str,
+    query: String,
+    total: usize,
+    messages: Vec<MessageRow>,
+    /// The live list: the unfiltered first page only.
+    live: bool,
+    previous: Option<String>,
+    next: Option<String>,
+    capture_enabled: bool,
 }
 
-async fn list_page() -> Response {
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    q: Option<String>,
+    start: Option<usize>,
+}
+
+/// `GET /?q=&start=`: newest first, [`PAGE_SIZE`] at a time, filtered by the store's search.
+async fn list_page(State(state): State<AdminState>, Query(query): Query<ListQuery>) -> Response {
+    let store = state.relay.capture();
+    let q = query.q.unwrap_or_default().trim().to_owned();
+    let start = query.start.unwrap_or(0);
+    let (total, messages) = if q.is_empty() {
+        store.list(start, PAGE_SIZE)
+    } else {
+        store.search(&q, start, PAGE_SIZE)
+    };
+    let link = |start: usize| {
+        let mut url = url::form_urlencoded::Serializer::new(String::new());
+        if !q.is_empty() {
+            url.append_pair("q", &q);
+        }
+        if start > 0 {
+            url.append_pair("start", &start.to_string());
+        }
+        format!("/?{}", url.finish())
+    };
+    let previous = (start > 0).then(|| link(start.saturating_sub(PAGE_SIZE)));
+    let next = (start + messages.len() < total).then(|| link(start + PAGE_SIZE));
     page(
         StatusCode::OK,
         &ListPage {
-            title: "Captured mail",
+            title: "Mail",
+            live: q.is_empty() && start == 0,
+            query: q,
+            total,
+            messages: messages.iter().map(|c| MessageRow::of(c)).collect(),
+            previous,
+            next,
+            capture_enabled: store.enabled(),
         },
     )
+}
+
+#[derive(Template)]
+#[template(path = "row.html")]
+struct RowFragment {
+    m: MessageRow,
+}
+
+/// `GET /message/{id}/row`: the list's row for one message, for the live list's script.
+async fn row_fragment(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match state.relay.capture().get(&id) {
+        Some(c) => page(
+            StatusCode::OK,
+            &RowFragment {
+                m: MessageRow::of(&c),
+            },
+        ),
+        None => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "No such message: it was never captured, or it is no longer kept ([capture] max_messages).",
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// A message.
+// ---------------------------------------------------------------------------------------
+
+struct EventRow {
+    event_type: String,
+    time: String,
+    destination: String,
+    summary: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    title: String,
+    id: String,
+    row: MessageRow,
+    /// The decision in words, in order.
+    trail: Vec<String>,
+    facts: Vec<(&'static str, String)>,
+    tags: Vec<(String, String)>,
+    events: Vec<EventRow>,
+    headers: Vec<(String, String)>,
+    text: Option<String>,
+    has_html: bool,
+    /// The raw source (lossy UTF-8, at most [`RAW_SHOWN`] bytes), and whether it was cut.
+    raw: Option<String>,
+    raw_cut: bool,
+}
+
+/// The decision trail of a captured message, in words.
+fn decision_trail(c: &Captured) -> Vec<String> {
+    let mut trail = Vec::new();
+    trail.push(match c.outcome {
+        Outcome::Forwarded => "forwarded: the upstream took it".to_owned(),
+        Outcome::Rejected => "rejected by the SES rules: nothing was forwarded".to_owned(),
+        Outcome::UpstreamRefused => {
+            "accepted by the SES rules, then refused by the upstream".to_owned()
+        }
+    });
+    let set = c.configuration_set.as_deref();
+    let identity = c.identity.as_deref();
+    trail.push(match (c.set_source, set) {
+        (SetSource::Header, Some(set)) => format!("X-SES-CONFIGURATION-SET header → {set}"),
+        (SetSource::ApiParameter, Some(set)) => {
+            format!("ConfigurationSetName API parameter → {set}")
+        }
+        (SetSource::AddressDefault, Some(set)) => format!(
+            "default configuration set of {} → {set}",
+            identity.unwrap_or("the sender's address")
+        ),
+        (SetSource::DomainDefault, Some(set)) => format!(
+            "default configuration set of the domain {} → {set}",
+            identity.unwrap_or("of the sender")
+        ),
+        (_, Some(set)) => format!("configuration set → {set}"),
+        (_, None) => match identity {
+            Some(identity) => {
+                format!("no configuration set: the verified identity {identity} has no default")
+            }
+            None if c.outcome == Outcome::Rejected => {
+                "no configuration set: the message was refused before one was chosen".to_owned()
+            }
+            None => "no configuration set: no verified identity with a default covers the sender"
+                .to_owned(),
+        },
+    });
+    if let Some(identity) = identity {
+        trail.push(format!("identity that decided: {identity}"));
+    }
+    if !c.tags.is_empty() {
+        let tags: Vec<String> = c.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        trail.push(format!("X-SES-MESSAGE-TAGS: {}", tags.join(", ")));
+    }
+    trail.push(format!("reply: {}", c.reply));
+    trail
+}
+
+/// `GET /message/{id}`.
+async fn message_page(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let Some(c) = state.relay.capture().get(&id) else {
+        return not_found();
+    };
+    let parts = c.parts();
+    let (text, html) = match (&parts, &c.simple) {
+        (Some(parts), _) => (parts.text.clone(), parts.html.is_some()),
+        (None, Some(simple)) => (simple.text.clone(), simple.html.is_some()),
+        (None, None) => (None, false),
+    };
+    let raw = c.raw();
+    let raw_cut = raw.as_ref().is_some_and(|r| r.len() > RAW_SHOWN);
+    let raw = raw.map(|r| String::from_utf8_lossy(&r[..r.len().min(RAW_SHOWN)]).into_owned());
+    let mut facts = vec![
+        ("Time", format_time(c.time)),
+        ("Protocol", c.protocol.to_owned()),
+        ("Client", c.client.to_string()),
+    ];
+    if let Some(user) = &c.user {
+        facts.push(("AUTH user", user.clone()));
+    }
+    facts.push((
+        "MAIL FROM",
+        if c.mail_from.is_empty() {
+            "<>".to_owned()
+        } else {
+            c.mail_from.clone()
+        },
+    ));
+    facts.push(("RCPT TO", c.rcpt_to.join(", ")));
+    facts.push(("Size", format!("{} bytes", c.size)));
+    facts.push(("ID", c.id.clone()));
+    let events = c
+        .events()
+        .into_iter()
+        .map(|e| EventRow {
+            event_type: e.event_type,
+            time: format_time(e.time),
+            destination: e.destination,
+            summary: e.summary,
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &MessagePage {
+            title: if c.subject.is_empty() {
+                "(no subject)".to_owned()
+            } else {
+                c.subject.clone()
+            },
+            id: c.id.clone(),
+            row: MessageRow::of(&c),
+            trail: decision_trail(&c),
+            facts,
+            tags: c.tags.clone(),
+            events,
+            headers: parts.map(|p| p.headers).unwrap_or_default(),
+            text,
+            has_html: html,
+            raw,
+            raw_cut,
+        },
+    )
+}
+
+/// `GET /message/{id}/html`: the HTML part alone, sandboxed ([`HTML_PART_CSP`]), for the
+/// message page's `<iframe sandbox>`.
+async fn message_html(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let Some(c) = state.relay.capture().get(&id) else {
+        return not_found();
+    };
+    let html = c
+        .parts()
+        .and_then(|p| p.html)
+        .or_else(|| c.simple.as_ref().and_then(|s| s.html.clone()));
+    match html {
+        Some(html) => with_page_headers(
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+            HTML_PART_CSP,
+        ),
+        None => not_found(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
