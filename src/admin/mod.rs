@@ -14,6 +14,7 @@
 //! in `Host` and never sign. With `[admin] api = false` they are all the listener serves.
 
 pub mod api;
+pub mod capture;
 pub mod error;
 pub mod event_destinations;
 pub mod idempotency;
@@ -178,10 +179,14 @@ pub fn router(state: AdminState) -> Router {
         .admin
         .as_ref()
         .is_none_or(|admin| admin.api);
+    // The captured-mail API is served with `api = false` too: it is the developer's view
+    // of what was sent, not the SES API.
+    let captured =
+        capture::routes(&state).layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     let app = if api_enabled {
-        probe_routes().merge(api_routes(&state))
+        probe_routes().merge(captured).merge(api_routes(&state))
     } else {
-        probe_routes().fallback(api_disabled)
+        probe_routes().merge(captured).fallback(api_disabled)
     };
     app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
