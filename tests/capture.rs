@@ -45,6 +45,7 @@ impl Setup {
             )
         );
         let dir = tempfile::tempdir().unwrap();
+        let text = text.replace("TEMPDIR", &dir.path().display().to_string());
         let config = Config::parse(&text, &dir.path().join("sesrelay.toml"))
             .expect("valid config")
             .resolve_secrets(secrets)
@@ -680,5 +681,50 @@ async fn basic_auth_with_access_keys() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_events_published_for_a_message_are_in_its_record() {
+    let s = Setup::start(
+        Script::default(),
+        "[events]\ndir = \"TEMPDIR/events\"\n\
+         [configuration_sets.marketing.event_destinations.to-app]\n\
+         enabled = true\n\
+         matching_event_types = [\"SEND\", \"DELIVERY\"]\n\
+         sns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:app\"\n",
+    )
+    .await;
+    let id = id_of(
+        &s.send(
+            "joe@example.com",
+            &["to@example.net"],
+            &mail("joe@example.com", "to@example.net", "with events", ""),
+        )
+        .await,
+    );
+    let (_, one) = s.get(&format!("/api/v1/message/{id}")).await;
+    let events = one["SES"]["Events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["Type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Send", "Delivery"]);
+    assert!(events.iter().all(|e| e["Destination"] == "marketing/to-app"));
+    assert!(
+        events[1]["Summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("to@example.net: 250"),
+        "{events:?}"
+    );
+    // A set without destinations publishes nothing, and records none.
+    let other = id_of(
+        &s.send(
+            "amy@example.com",
+            &["to@example.net"],
+            &mail("amy@example.com", "to@example.net", "no events", ""),
+        )
+        .await,
+    );
+    let (_, one) = s.get(&format!("/api/v1/message/{other}")).await;
+    assert_eq!(one["SES"]["Events"], json!([]));
     s.stop().await;
 }
