@@ -177,11 +177,17 @@ async fn every_outcome_is_captured_with_its_set_and_source() {
     assert_eq!(messages[0]["SES"]["ConfigurationSetSource"], "none");
     assert_eq!(messages[1]["ID"], id3.as_str());
     assert_eq!(messages[1]["SES"]["ConfigurationSet"], "transactional");
-    assert_eq!(messages[1]["SES"]["ConfigurationSetSource"], "domain-default");
+    assert_eq!(
+        messages[1]["SES"]["ConfigurationSetSource"],
+        "domain-default"
+    );
     assert_eq!(messages[1]["SES"]["Identity"], "example.com");
     assert_eq!(messages[2]["ID"], id2.as_str());
     assert_eq!(messages[2]["SES"]["ConfigurationSet"], "marketing");
-    assert_eq!(messages[2]["SES"]["ConfigurationSetSource"], "address-default");
+    assert_eq!(
+        messages[2]["SES"]["ConfigurationSetSource"],
+        "address-default"
+    );
     assert_eq!(messages[2]["SES"]["Identity"], "joe@example.com");
     let first = &messages[3];
     assert_eq!(first["ID"], id1.as_str());
@@ -226,8 +232,15 @@ async fn every_outcome_is_captured_with_its_set_and_source() {
     assert_eq!(one["Text"], "Hello there,\r\nthe body.\r\n");
     assert_eq!(one["HTML"], "");
     assert_eq!(one["Headers"]["Subject"], json!(["by header"]));
-    assert_eq!(one["Headers"]["X-SES-CONFIGURATION-SET"], json!(["marketing"]));
-    assert_eq!(one["SES"]["Events"], json!([]), "marketing has no destinations");
+    assert_eq!(
+        one["Headers"]["X-SES-CONFIGURATION-SET"],
+        json!(["marketing"])
+    );
+    assert_eq!(
+        one["SES"]["Events"],
+        json!([]),
+        "marketing has no destinations"
+    );
     let (_, latest) = s.get("/api/v1/message/latest").await;
     assert_eq!(latest["SES"]["Outcome"], "rejected");
     let (status, headers) = s.get(&format!("/api/v1/message/{id2}/headers")).await;
@@ -237,7 +250,10 @@ async fn every_outcome_is_captured_with_its_set_and_source() {
     // Raw: as the upstream received it (forwarded), as received (rejected).
     let (status, raw) = s.get_text(&format!("/api/v1/message/{id1}/raw")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(raw, upstream[0].content, "raw bytes are what the upstream got");
+    assert_eq!(
+        raw, upstream[0].content,
+        "raw bytes are what the upstream got"
+    );
     let (_, raw3) = s.get_text(&format!("/api/v1/message/{id3}/raw")).await;
     assert_eq!(raw3, upstream[2].content);
     let rejected_id = messages[0]["ID"].as_str().unwrap();
@@ -318,22 +334,22 @@ async fn search_and_delete() {
         )
     };
     let (_, r) = s.get(&search("from:joe")).await;
-    assert_eq!(ids(&r), [a.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&a));
     assert_eq!(r["total"], 1);
     let (_, r) = s.get(&search("to:bob@example.net outcome:forwarded")).await;
-    assert_eq!(ids(&r), [b.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&b));
     let (_, r) = s.get(&search("subject:\"big news\"")).await;
-    assert_eq!(ids(&r), [a.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&a));
     let (_, r) = s.get(&search("set:transactional")).await;
-    assert_eq!(ids(&r), [b.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&b));
     let (_, r) = s.get(&search("outcome:rejected")).await;
     assert_eq!(r["total"], 1);
     let (_, r) = s.get(&search("talk")).await;
-    assert_eq!(ids(&r), [b.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&b));
     let (_, r) = s.get(&search("-outcome:rejected")).await;
     assert_eq!(r["total"], 2);
     let (_, r) = s.get("/api/v1/messages?start=1&limit=1").await;
-    assert_eq!(ids(&r), [b.clone()]);
+    assert_eq!(ids(&r), std::slice::from_ref(&b));
     assert_eq!(r["total"], 3);
     assert_eq!(r["start"], 1);
 
@@ -489,7 +505,9 @@ async fn server_sent_events_arrive_and_resume() {
         .unwrap();
     let mut buffer = String::new();
     sse_until(&mut resp, &mut buffer, &third, Duration::from_secs(2)).await;
-    let at_second = buffer.find(&format!("id: {second}\n")).expect("second replayed");
+    let at_second = buffer
+        .find(&format!("id: {second}\n"))
+        .expect("second replayed");
     let at_third = buffer.find(&format!("id: {third}\n")).unwrap();
     assert!(at_second < at_third);
     assert!(!buffer.contains(&format!("id: {first}\n")));
@@ -542,7 +560,12 @@ async fn localstack_retrospection() {
     let messages = all["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     let smtp = &messages[0];
-    let keys: Vec<&str> = smtp.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = smtp
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, ["Id", "RawData", "Region", "Source", "Timestamp"]);
@@ -707,7 +730,11 @@ async fn the_events_published_for_a_message_are_in_its_record() {
     let events = one["SES"]["Events"].as_array().unwrap();
     let types: Vec<&str> = events.iter().map(|e| e["Type"].as_str().unwrap()).collect();
     assert_eq!(types, ["Send", "Delivery"]);
-    assert!(events.iter().all(|e| e["Destination"] == "marketing/to-app"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["Destination"] == "marketing/to-app")
+    );
     assert!(
         events[1]["Summary"]
             .as_str()
