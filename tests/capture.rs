@@ -755,3 +755,24 @@ async fn the_events_published_for_a_message_are_in_its_record() {
     assert_eq!(one["SES"]["Events"], json!([]));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn served_with_the_api_off() {
+    let s = Setup::start(Script::default(), "api = false\n").await;
+    id_of(
+        &s.send(
+            "joe@example.com",
+            &["to@example.net"],
+            &mail("joe@example.com", "to@example.net", "api off", ""),
+        )
+        .await,
+    );
+    let (status, list) = s.get("/api/v1/messages").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 1);
+    let (status, _) = s.get("/_aws/ses").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.get("/v2/email/account").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
