@@ -458,6 +458,7 @@ pub fn api_operation(method: &axum::http::Method, path: &str) -> &'static str {
     let Some(rest) = path.strip_prefix("/v2/email/") else {
         return match (method, path) {
             (&Method::GET | &Method::HEAD, "/verify") => "Verify",
+            _ if path.starts_with("/api/v1/") || path == "/_aws/ses" => "Capture",
             _ => "Unknown",
         };
     };

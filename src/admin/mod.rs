@@ -15,6 +15,7 @@
 //! the listener serves.
 
 pub mod api;
+pub mod capture;
 pub mod error;
 pub mod event_destinations;
 pub mod idempotency;
@@ -181,13 +182,18 @@ pub fn router(state: AdminState) -> Router {
         .admin
         .as_ref()
         .is_none_or(|admin| admin.api);
-    // The pages ([`ui`]) are served either way: they are the developer's view.
+    // The captured-mail API and the pages ([`ui`]) are served with `api = false` too: they
+    // are the developer's view of what was sent, not the SES API.
+    let captured =
+        capture::routes(&state).layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     let app = if api_enabled {
         probe_routes()
+            .merge(captured)
             .merge(ui::routes(&state))
             .merge(api_routes(&state))
     } else {
         probe_routes()
+            .merge(captured)
             .merge(ui::routes(&state))
             .fallback(api_disabled)
     };
