@@ -248,11 +248,21 @@ verification_token = "pending-token-123"
 
 impl Relay {
     async fn start() -> Relay {
+        Relay::start_with("", &|_| None).await
+    }
+
+    /// With `admin` added to `[admin]`, the secrets it names looked up in `secrets`.
+    async fn start_with(admin: &str, secrets: &dyn Fn(&str) -> Option<String>) -> Relay {
         let dir = tempfile::tempdir().unwrap();
-        let text = CONFIG.replace("OUTBOX", &dir.path().join("outbox").display().to_string());
+        let text = CONFIG
+            .replace("OUTBOX", &dir.path().join("outbox").display().to_string())
+            .replace(
+                "listen = \"127.0.0.1:0\"\n\n[upstream]",
+                &format!("listen = \"127.0.0.1:0\"\n{admin}\n[upstream]"),
+            );
         let path = dir.path().join("sesrelay.toml");
         std::fs::write(&path, text).unwrap();
-        let config = Config::load(&path).expect("valid config");
+        let config = Config::load_with(&path, secrets).expect("valid config");
         let server = Server::bind(config).await.expect("binds");
         let base = format!("http://{}", server.admin_addr().expect("admin listener"));
         let smtp = server.local_addrs()[0];
@@ -641,5 +651,136 @@ async fn list_and_message_pages() {
     );
 
     browser.stop().await;
+    relay.stop().await;
+}
+
+/// A message sent over SMTP while the list is open appears on it without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_message_appears_without_reload() {
+    let _one = ONE_BROWSER.lock().await;
+    let relay = Relay::start().await;
+    let reply = relay
+        .send(
+            "joe@example.com",
+            "someone@example.org",
+            "Subject: Before the page\r\n",
+            "First.\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+
+    let browser = Browser::start().await;
+    browser.goto(&relay.url("/")).await;
+    browser
+        .text_when("#messages", |t| t.contains("Before the page"))
+        .await;
+    // The event stream is open.
+    browser.text_when("#live", |t| t == "live").await;
+    // A mark that a reload would lose.
+    browser
+        .client()
+        .execute("window.sesrelayMark = 'kept'; return true;", vec![])
+        .await
+        .unwrap();
+
+    let reply = relay
+        .send(
+            "ann@example.com",
+            "team@example.org",
+            "Subject: While the page is open\r\nX-SES-CONFIGURATION-SET: marketing\r\n",
+            "Second.\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let list = browser
+        .text_when("#messages", |t| t.contains("While the page is open"))
+        .await;
+    let first_row = list.lines().find(|l| l.contains(" UTC ")).expect("a row");
+    assert!(
+        first_row.contains("While the page is open") && first_row.contains("marketing · header"),
+        "the new message on top: {list}"
+    );
+    let mark = browser
+        .client()
+        .execute("return window.sesrelayMark || null;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(mark, json!("kept"), "the page was not reloaded");
+    let total = browser.text("#total").await;
+    assert_eq!(total, "2");
+
+    browser.stop().await;
+    relay.stop().await;
+}
+
+/// With `[admin] access_keys`, every page (the HTML part and the assets included) needs
+/// HTTP Basic auth by one of `ui_users`, as the capture API does.
+#[tokio::test]
+async fn pages_take_basic_auth_with_access_keys() {
+    let hash = sesrelay::password::hash("s3cret").unwrap();
+    let relay = Relay::start_with(
+        &format!(
+            "access_keys = [{{ id = \"AKIDTEST\", secret_env = \"KEY\" }}]\n\
+             ui_users = [{{ username = \"dev\", password_hash = \"{hash}\" }}]\n"
+        ),
+        &|var| (var == "KEY").then(|| "secretkey".to_owned()),
+    )
+    .await;
+    let reply = relay
+        .send(
+            "joe@example.com",
+            "someone@example.org",
+            "Subject: Hi\r\nContent-Type: text/html\r\n",
+            "<p>hi</p>\r\n",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let http = reqwest::Client::new();
+    let (_, list) = {
+        let resp = http
+            .get(relay.url("/api/v1/messages"))
+            .basic_auth("dev", Some("s3cret"))
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status(),
+            resp.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let id = list["messages"][0]["ID"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    for path in [
+        "/".to_owned(),
+        "/identities?from=joe%40example.com".to_owned(),
+        format!("/message/{id}"),
+        format!("/message/{id}/html"),
+        format!("/message/{id}/row"),
+        "/static/app.js".to_owned(),
+    ] {
+        let resp = http.get(relay.url(&path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Basic realm=\"sesrelay\"",
+            "{path}"
+        );
+        let resp = http
+            .get(relay.url(&path))
+            .basic_auth("dev", Some("wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let resp = http
+            .get(relay.url(&path))
+            .basic_auth("dev", Some("s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
     relay.stop().await;
 }

@@ -78,7 +78,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 /// `ui_users` (argon2 on a blocking thread; an unknown user is checked against a dummy
 /// hash so that the time taken does not tell which names exist). With access keys and no
 /// ui_users, everyone gets 401.
-async fn access(
+pub(super) async fn access(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,

@@ -66,23 +66,16 @@ pub fn is_page(method: &axum::http::Method, path: &str) -> bool {
             || path.starts_with("/static/"))
 }
 
-/// Who may see the pages: loopback clients. (With `[admin] access_keys` set, the pages are
-/// meant to take HTTP Basic auth from `[admin] ui_users`; until that exists they stay
-/// loopback-only whatever the keys.)
+/// Who may see the pages: whoever may use the capture API ([`super::capture::access`]):
+/// without `[admin] access_keys`, loopback clients; with them, HTTP Basic auth by one of
+/// `[admin] ui_users`.
 pub async fn ui_auth(
-    State(_state): State<AdminState>,
+    State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !peer.ip().to_canonical().is_loopback() {
-        tracing::info!(%peer, uri = %request.uri(), "page refused: not a loopback client");
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "sesrelay serves its pages to loopback clients only.",
-        );
-    }
-    next.run(request).await
+    super::capture::access(State(state), ConnectInfo(peer), request, next).await
 }
 
 // ---------------------------------------------------------------------------------------
