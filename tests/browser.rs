@@ -505,6 +505,8 @@ async fn list_and_message_pages() {
     assert!(ann.contains("marketing · header"), "{ann}");
     let old = rows[position("retired set")];
     assert!(old.contains("rejected"), "{old}");
+    // The live list's event stream is open (for the picture too).
+    browser.text_when("#live", |t| t == "live").await;
     browser.screenshot("list.png").await;
 
     // The search, server-side.
