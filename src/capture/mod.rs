@@ -148,7 +148,7 @@ pub struct NewCapture {
     pub size: usize,
     pub simple: Option<SimpleParts>,
     /// As forwarded when forwarded, else as received.
-    pub raw: Bytes,
+    pub raw: RawMessage,
     pub events: EventLog,
 }
 
@@ -183,8 +183,56 @@ pub struct Captured {
     /// Bytes as received.
     pub size: usize,
     pub simple: Option<SimpleParts>,
-    raw: Mutex<Option<Bytes>>,
+    raw: Mutex<Option<RawMessage>>,
     events: EventLog,
+}
+
+/// A captured message's bytes: a head and a body, so that a forwarded message keeps its
+/// rewritten head (small, copied) and shares its body with the relay's own buffer instead
+/// of being copied whole (SPEC 9: a message is held about once).
+#[derive(Debug, Clone, Default)]
+pub struct RawMessage {
+    head: Bytes,
+    body: Bytes,
+}
+
+impl RawMessage {
+    /// Bytes in one piece (a message as received).
+    pub fn whole(bytes: Bytes) -> RawMessage {
+        RawMessage {
+            head: bytes,
+            body: Bytes::new(),
+        }
+    }
+
+    /// A head and a body (a message as forwarded).
+    pub fn new(head: Bytes, body: Bytes) -> RawMessage {
+        RawMessage { head, body }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in one buffer: without a copy when they are in one piece.
+    pub fn to_bytes(&self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head.clone();
+        }
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.body);
+        Bytes::from(out)
+    }
+
+    /// The part that holds the header block.
+    fn head(&self) -> &[u8] {
+        &self.head
+    }
 }
 
 impl Captured {
@@ -194,7 +242,8 @@ impl Captured {
         self.raw
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .map(RawMessage::to_bytes)
     }
 
     /// The events published for the message so far.
@@ -378,7 +427,7 @@ impl CaptureStore {
 
     /// Keeps `new` (unless capture is off) and tells the subscribers.
     pub fn record(&self, new: NewCapture) -> Option<Arc<Captured>> {
-        let (from, to, subject) = summary_of(&new.raw);
+        let (from, to, subject) = summary_of(new.raw.head());
         let mut inner = self.lock();
         if inner.max_messages == 0 {
             return None;
@@ -538,7 +587,7 @@ mod tests {
             tags: Vec::new(),
             size: raw.len(),
             simple: None,
-            raw: Bytes::from(raw.to_owned()),
+            raw: RawMessage::whole(Bytes::from(raw.to_owned())),
             events: EventLog::new(),
         }
     }

@@ -542,6 +542,22 @@ impl Forwarded {
         Bytes::from(out)
     }
 
+    /// The forwarded message as (head, body): the head (the new lines and the kept header
+    /// lines) copied, the body a handle on the received bytes, not a copy. Together they
+    /// are exactly what [`Forwarded::parts`] hands out.
+    pub fn head_and_body(&self) -> (Bytes, Bytes) {
+        let body = self.message.content.slice(self.message.body_start..);
+        let head_len = self.len() - body.len();
+        let mut head = Vec::with_capacity(head_len);
+        for part in self.parts() {
+            if head.len() >= head_len {
+                break;
+            }
+            head.extend_from_slice(part);
+        }
+        (Bytes::from(head), body)
+    }
+
     /// The whole forwarded message in one buffer (tests and small messages only).
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts().flatten().copied().collect()
@@ -957,6 +973,17 @@ From: joe@example.com\r\nSubject: a\r\n folded\r\nX-SES-SOURCE-ARN: arn\r\n\r\n.
         let mut expected = RECEIVED.as_bytes().to_vec();
         expected.extend_from_slice(&m);
         assert_eq!(f.to_vec(), expected);
+        // For the capture store: the head copied, the body the received bytes themselves.
+        let (head, body) = f.head_and_body();
+        assert_eq!([&head[..], &body[..]].concat(), expected);
+        assert_eq!(body.len(), 200_002);
+        let tagged = Message::parse(
+            b"X-SES-CONFIGURATION-SET: a\r\nFrom: j@x.test\r\nSubject: s\r\n\r\nbody\r\n".to_vec(),
+        )
+        .forward(&rw(Some("b"), &[("t".to_owned(), "v".to_owned())], false));
+        let (head, body) = tagged.head_and_body();
+        assert_eq!([&head[..], &body[..]].concat(), tagged.to_vec());
+        assert_eq!(&body[..], b"body\r\n");
     }
 
     #[test]
