@@ -511,7 +511,7 @@ impl Relay {
             simple,
         } = submission;
         let capturing = self.capture.enabled();
-        let received_raw = capturing.then(|| capture::RawMessage::whole(message.content().clone()));
+        let received_raw = capturing.then(|| capture::RawMessage::received(message.content()));
         let event_log = EventLog::new();
         let operation = events::record::ses_operation(protocol, id.is_some());
         let id = id.unwrap_or_else(|| new_message_id(&config.server.region));
@@ -742,10 +742,7 @@ impl Relay {
             strip_ses_headers: config.strip_ses_headers,
         });
         // The copy the capture store keeps: made once, only when capture is on.
-        let forwarded_raw = capturing.then(|| {
-            let (head, body) = forwarded.head_and_body();
-            capture::RawMessage::new(head, body)
-        });
+        let forwarded_raw = capturing.then(|| capture::RawMessage::forwarded(&forwarded));
         let envelope = Envelope {
             mail_from: mail_from.clone(),
             rcpt_to: forwarded_to,

@@ -187,6 +187,9 @@ pub struct Captured {
     events: EventLog,
 }
 
+/// Messages from this size on are kept as handles on the relay's own buffer, not copies.
+const SHARE_FROM: usize = 64 * 1024;
+
 /// A captured message's bytes: a head and a body, so that a forwarded message keeps its
 /// rewritten head (small, copied) and shares its body with the relay's own buffer instead
 /// of being copied whole (SPEC 9: a message is held about once).
@@ -197,7 +200,29 @@ pub struct RawMessage {
 }
 
 impl RawMessage {
-    /// Bytes in one piece (a message as received).
+    /// A message as received. A small one is copied: a handle on the session's buffer
+    /// would keep that buffer's whole capacity alive, which for a message grown without
+    /// `SIZE=` can be twice its length; a large one is shared (held once).
+    pub fn received(content: &Bytes) -> RawMessage {
+        if content.len() < SHARE_FROM {
+            RawMessage::whole(Bytes::copy_from_slice(content))
+        } else {
+            RawMessage::whole(content.clone())
+        }
+    }
+
+    /// A message as forwarded: small, copied in one piece; large, its rewritten head copied
+    /// and its body shared with the relay's buffer.
+    pub fn forwarded(forwarded: &crate::message::Forwarded) -> RawMessage {
+        if forwarded.len() < SHARE_FROM {
+            RawMessage::whole(forwarded.to_bytes())
+        } else {
+            let (head, body) = forwarded.head_and_body();
+            RawMessage::new(head, body)
+        }
+    }
+
+    /// Bytes in one piece.
     pub fn whole(bytes: Bytes) -> RawMessage {
         RawMessage {
             head: bytes,
