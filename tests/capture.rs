@@ -294,6 +294,40 @@ async fn upstream_refusals_are_captured() {
     s.stop().await;
 }
 
+/// A message the account's quota throttles is captured as rejected, with its 454 and the
+/// set it resolved to, and it is not forwarded.
+#[tokio::test]
+async fn throttled_messages_are_captured_as_rejected() {
+    let s = Setup::start(Script::default(), "[account]\nmax_24_hour_send = 1\n").await;
+    let first = s
+        .send(
+            "joe@example.com",
+            &["to@example.net"],
+            &mail("joe@example.com", "to@example.net", "first", ""),
+        )
+        .await;
+    id_of(&first);
+    let throttled = s
+        .send(
+            "joe@example.com",
+            &["to@example.net"],
+            &mail("joe@example.com", "to@example.net", "second", ""),
+        )
+        .await;
+    assert_eq!(
+        throttled,
+        "454 4.7.0 Throttling failure: Daily message quota exceeded."
+    );
+    let (_, one) = s.get("/api/v1/message/latest").await;
+    assert_eq!(one["Subject"], "second");
+    assert_eq!(one["SES"]["Outcome"], "rejected");
+    assert_eq!(one["SES"]["Reply"], throttled);
+    assert_eq!(one["SES"]["ConfigurationSet"], "marketing");
+    assert_eq!(one["SES"]["ConfigurationSetSource"], "address-default");
+    assert_eq!(s.upstream.messages().len(), 1);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn search_and_delete() {
     let s = Setup::start(Script::default(), "").await;
