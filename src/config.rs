@@ -2240,7 +2240,7 @@ pub fn is_arn_of(arn: &str, service: ArnService) -> bool {
 }
 
 /// CloudWatch dimension names and default values: 1-256 of `[A-Za-z0-9_.:@-]`.
-fn is_dimension_text(s: &str) -> bool {
+pub fn is_dimension_text(s: &str) -> bool {
     (1..=256).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b))

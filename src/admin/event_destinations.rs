@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::api::parse;
 use super::error::ApiError;
-use crate::config::{ArnService, is_arn_of};
+use crate::config::{ArnService, Config, SetRecord, is_arn_of, is_dimension_text};
 use crate::events::{
     CloudWatchDimension, DestinationTarget, DimensionValueSource, EventDestination, EventType,
     MAX_DESTINATIONS_PER_SET,
@@ -155,12 +155,9 @@ fn destination(def: Definition) -> Result<EventDestination, ApiError> {
                         "DimensionValueSource must be MESSAGE_TAG, EMAIL_HEADER or LINK_TAG.",
                     )
                 })?;
-            let ok = |s: &str| {
-                (1..=256).contains(&s.len())
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b))
-            };
-            if !ok(&d.dimension_name) || !ok(&d.default_dimension_value) {
+            if !is_dimension_text(&d.dimension_name)
+                || !is_dimension_text(&d.default_dimension_value)
+            {
                 return Err(ApiError::bad_request(
                     "Dimension names and default values are 1-256 characters of A-Z, a-z, 0-9, '_', '-', '.', ':', '@'.",
                 ));
@@ -232,8 +229,27 @@ fn shape(name: &str, dest: &EventDestination) -> Value {
     out
 }
 
-fn no_destination(name: &str) -> ApiError {
-    ApiError::not_found(format!("Event destination <{name}> does not exist."))
+/// The set's record, or SES's NotFoundException.
+fn set_record<'a>(config: &'a Config, set: &str) -> Result<&'a SetRecord, ApiError> {
+    config
+        .resources
+        .configuration_sets
+        .get(set)
+        .ok_or_else(|| ApiError::no_configuration_set(set))
+}
+
+/// Ok when the set exists and has the destination `name`; else SES's NotFoundException.
+fn existing_destination(config: &Config, set: &str, name: &str) -> Result<(), ApiError> {
+    if set_record(config, set)?
+        .event_destinations
+        .contains_key(name)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "Event destination <{name}> does not exist."
+        )))
+    }
 }
 
 pub async fn create(
@@ -253,11 +269,7 @@ pub async fn create(
     state
         .store
         .edit(|editor, config| {
-            let record = config
-                .resources
-                .configuration_sets
-                .get(&set)
-                .ok_or_else(|| ApiError::no_configuration_set(&set))?;
+            let record = set_record(config, &set)?;
             if record.event_destinations.contains_key(&name) {
                 return Err(ApiError::already_exists(format!(
                     "Event destination <{name}> already exists."
@@ -280,11 +292,7 @@ pub async fn get_all(
     Path(set): Path<String>,
 ) -> Result<Response, ApiError> {
     let config = state.relay.config();
-    let record = config
-        .resources
-        .configuration_sets
-        .get(&set)
-        .ok_or_else(|| ApiError::no_configuration_set(&set))?;
+    let record = set_record(&config, &set)?;
     let list: Vec<Value> = record
         .event_destinations
         .iter()
@@ -303,14 +311,7 @@ pub async fn update(
     state
         .store
         .edit(|editor, config| {
-            let record = config
-                .resources
-                .configuration_sets
-                .get(&set)
-                .ok_or_else(|| ApiError::no_configuration_set(&set))?;
-            if !record.event_destinations.contains_key(&name) {
-                return Err(no_destination(&name));
-            }
+            existing_destination(config, &set, &name)?;
             editor.put_event_destination(&set, &name, &dest)
         })
         .await?;
@@ -325,14 +326,7 @@ pub async fn delete(
     state
         .store
         .edit(|editor, config| {
-            let record = config
-                .resources
-                .configuration_sets
-                .get(&set)
-                .ok_or_else(|| ApiError::no_configuration_set(&set))?;
-            if !record.event_destinations.contains_key(&name) {
-                return Err(no_destination(&name));
-            }
+            existing_destination(config, &set, &name)?;
             editor.remove_event_destination(&set, &name)
         })
         .await?;
