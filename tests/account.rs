@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Capture, Client, Script};
+use common::{Capture, Client, Script, Served};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sesrelay::config::Config;
-use sesrelay::server::Server;
-use tokio::sync::watch;
 
 const MESSAGE: &[u8] = b"From: joe@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
 
@@ -21,11 +19,10 @@ const MESSAGE: &[u8] = b"From: joe@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
 /// capturing upstream.
 struct Relay {
     dir: tempfile::TempDir,
+    served: Served,
     smtp: std::net::SocketAddr,
     base: String,
     http: reqwest::Client,
-    stop: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
@@ -55,31 +52,21 @@ verified = false
         );
         let path = dir.path().join("sesrelay.toml");
         std::fs::write(&path, text).unwrap();
-        let config = Config::load(&path).expect("valid config");
-        let server = Server::bind(config).await.expect("binds");
-        let base = format!("http://{}", server.admin_addr().expect("admin listener"));
-        let smtp = server.local_addrs()[0];
-        let (stop, stopped) = watch::channel(false);
-        let done = tokio::spawn(server.run(stopped));
+        let served = Served::load(&path).await;
         Relay {
             dir,
-            smtp,
-            base,
+            smtp: served.smtp,
+            base: served.base(),
+            served,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
-            stop,
-            done,
         }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("stops")
-            .unwrap();
+        self.served.stop().await;
     }
 
     fn file(&self) -> String {

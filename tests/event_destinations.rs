@@ -2,47 +2,38 @@
 //! SES's shapes and errors, the limit of 10 per set, and the config file that keeps them
 //! across restarts.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::Served;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sesrelay::config::Config;
 use sesrelay::events::{DestinationTarget, EventType};
-use sesrelay::server::Server;
-use tokio::sync::watch;
 
 struct Api {
+    served: Served,
     base: String,
     http: reqwest::Client,
-    stop: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
 }
 
 impl Api {
     async fn start(path: &Path) -> Api {
-        let config = Config::load(path).expect("valid config");
-        let server = Server::bind(config).await.expect("binds");
-        let base = format!("http://{}", server.admin_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
-        let done = tokio::spawn(server.run(stopped));
+        let served = Served::load(path).await;
         Api {
-            base,
+            base: served.base(),
+            served,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
-            stop,
-            done,
         }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .unwrap()
-            .unwrap();
+        self.served.stop().await;
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

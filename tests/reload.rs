@@ -6,14 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Capture, Client, Script, header};
+use common::{Capture, Client, Script, Served, header};
 use sesrelay::config::Config;
-use sesrelay::relay::Relay;
-use sesrelay::server::Server;
-use tokio::sync::watch;
 
 const MESSAGE: &[u8] = b"From: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
 
@@ -37,44 +33,20 @@ default_configuration_set = "{default_set}"
     )
 }
 
-/// A relay on the config file at `path`.
-struct Running {
-    smtp: std::net::SocketAddr,
-    admin: Option<std::net::SocketAddr>,
-    relay: Arc<Relay>,
-    stop: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
+/// A relay on the config file at `path`, its directory watcher set up.
+async fn start(path: &Path) -> Served {
+    let served = Served::load(path).await;
+    // The watcher is set up as the server starts running.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    served
 }
 
-impl Running {
-    async fn start(path: &Path) -> Running {
-        let config = Config::load(path).expect("valid config");
-        let server = Server::bind(config).await.expect("binds");
-        let smtp = server.local_addrs()[0];
-        let admin = server.admin_addr();
-        let relay = Arc::clone(server.relay());
-        let (stop, stopped) = watch::channel(false);
-        let done = tokio::spawn(server.run(stopped));
-        // The watcher is set up as the server starts running.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Running {
-            smtp,
-            admin,
-            relay,
-            stop,
-            done,
-        }
-    }
+/// Waits (at most 5 s) until the relay has counted `succeeded` and `failed` reloads.
+trait Reloads {
+    async fn wait_for_reloads(&self, succeeded: u64, failed: u64);
+}
 
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("stops")
-            .unwrap();
-    }
-
-    /// Waits (at most 5 s) until `succeeded` and `failed` reloads have been counted.
+impl Reloads for Served {
     async fn wait_for_reloads(&self, succeeded: u64, failed: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -109,7 +81,7 @@ async fn a_reload_changes_the_resolved_set_between_two_messages_on_one_connectio
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sesrelay.toml");
     std::fs::write(&path, config_text(&upstream.url(), "transactional")).unwrap();
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
 
     let mut c = Client::ready(relay.smtp).await;
     let first = c.mail("bob@example.com", &["r@x.test"], MESSAGE).await;
@@ -142,7 +114,7 @@ async fn a_broken_file_is_refused_and_the_running_configuration_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sesrelay.toml");
     std::fs::write(&path, config_text(&upstream.url(), "marketing")).unwrap();
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
 
     // A syntax error: refused, counted, and the old rules still apply.
     replace(
@@ -186,7 +158,7 @@ async fn a_change_that_cannot_apply_live_is_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sesrelay.toml");
     std::fs::write(&path, config_text(&upstream.url(), "marketing")).unwrap();
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
 
     // A new listen address and a new default together: neither applies.
     let moved = config_text(&upstream.url(), "transactional").replace("127.0.0.1:0", "127.0.0.1:1");
@@ -214,7 +186,7 @@ async fn a_new_upstream_applies_to_the_next_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sesrelay.toml");
     std::fs::write(&path, config_text(&first.url(), "marketing")).unwrap();
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
     let mut c = Client::ready(relay.smtp).await;
     assert!(
         c.mail("bob@example.com", &["r@x.test"], MESSAGE)
@@ -254,7 +226,7 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..2026_11_27_01", volume.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/sesrelay.toml", volume.join("sesrelay.toml")).unwrap();
     let path = volume.join("sesrelay.toml");
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
 
     version(
         "..2026_11_27_02",
@@ -291,7 +263,7 @@ async fn api_writes_and_reloads_share_one_path() {
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]",
     );
     std::fs::write(&path, text).unwrap();
-    let relay = Running::start(&path).await;
+    let relay = start(&path).await;
     let base = format!("http://{}", relay.admin.unwrap());
     let http = reqwest::Client::new();
     let mut calls = Vec::new();

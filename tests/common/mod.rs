@@ -59,6 +59,54 @@ impl Relay {
     }
 }
 
+/// A server of this process started on a configuration as it is (its listeners as the
+/// configuration gives them, usually port 0), with what tests reach it by.
+pub struct Served {
+    pub smtp: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub relay: Arc<sesrelay::relay::Relay>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Binds and runs `config`.
+    pub async fn start(config: Config) -> Served {
+        let server = Server::bind(config).await.expect("binds");
+        let smtp = server.local_addrs()[0];
+        let admin = server.admin_addr();
+        let relay = Arc::clone(server.relay());
+        let (stop, stopped) = watch::channel(false);
+        let done = tokio::spawn(server.run(stopped));
+        Served {
+            smtp,
+            admin,
+            relay,
+            stop,
+            done,
+        }
+    }
+
+    /// Binds and runs the configuration file at `path`.
+    pub async fn load(path: &Path) -> Served {
+        Served::start(Config::load(path).expect("valid config")).await
+    }
+
+    /// `http://<admin listener>`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.admin.expect("an admin listener"))
+    }
+
+    /// Signals shutdown and waits (at most 10 s) for the server to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("stops within 10s")
+            .expect("server task");
+    }
+}
+
 /// The identity table most tests use, with `url` as the upstream.
 pub fn standard_config(url: &str) -> String {
     format!(
