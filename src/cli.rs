@@ -12,7 +12,7 @@ use crate::config::{self, Config, IdentityKind};
 use crate::policy::{Decision, MessageFacts, SetReason};
 use crate::relay::rejection_reply;
 use crate::server::Server;
-use crate::upstream::{UpstreamTarget, UpstreamTls};
+use crate::upstream::{SesEndpoint, UpstreamTarget, UpstreamTls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -409,6 +409,12 @@ pub fn pending_verifications(config: &Config) -> Vec<String> {
 fn describe_upstream(target: &UpstreamTarget) -> String {
     match target {
         UpstreamTarget::Dir(path) => format!("dir:{} (one .eml file per message)", path.display()),
+        UpstreamTarget::Ses(SesEndpoint::Standard { region }) => {
+            format!("SES API in {region} (SendEmail, AWS credentials from the default chain)")
+        }
+        UpstreamTarget::Ses(SesEndpoint::Explicit { url, region }) => format!(
+            "SES API at {url}, signed for {region} (SendEmail, AWS credentials from the default chain)"
+        ),
         UpstreamTarget::Smtp { host, port, tls } => {
             let how = match tls {
                 UpstreamTls::None => "smtp, no TLS",

@@ -29,7 +29,7 @@ use crate::policy::{
     AccountRules, ConfigurationSet, Identity, IdentityTable, Policy,
     is_valid_configuration_set_name, validate_tag,
 };
-use crate::upstream::{UpstreamSettings, UpstreamTarget, UpstreamTls};
+use crate::upstream::{SesCredentials, SesEndpoint, UpstreamSettings, UpstreamTarget, UpstreamTls};
 
 /// Default path when neither `--config` nor `$SESRELAY_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/sesrelay.toml";
@@ -996,6 +996,9 @@ struct RawUpstream {
     strip_ses_headers: Option<bool>,
     timeout: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    role_arn: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1681,8 +1684,9 @@ impl Source<'_> {
         hostname: &str,
         secrets: &mut Vec<SecretRef>,
     ) -> Result<UpstreamSettings, ConfigError> {
-        let target = parse_upstream_url(raw.url.get_ref())
+        let mut target = parse_upstream_url(raw.url.get_ref())
             .map_err(|m| self.error(raw.url.span(), "upstream.url", m))?;
+        let ses = self.ses_upstream(&mut target, &raw)?;
         let username = raw.username.filter(|u| !u.get_ref().is_empty());
         let password_env = raw.password_env.filter(|p| !p.get_ref().is_empty());
         match (username, password_env) {
@@ -1710,6 +1714,14 @@ impl Source<'_> {
                         "a dir: upstream takes no username/password_env",
                     ));
                 }
+                if matches!(target, UpstreamTarget::Ses(_)) {
+                    return Err(self.error(
+                        user.span(),
+                        "upstream.username",
+                        "the SES API upstream signs its requests with AWS credentials from the \
+                         environment, a profile or a role; it takes no username/password_env",
+                    ));
+                }
                 secrets.push(SecretRef {
                     at: self.location(var.span(), "upstream.password_env"),
                     var: var.into_inner(),
@@ -1728,7 +1740,85 @@ impl Source<'_> {
             timeout,
             ca_file,
             hello_name: hostname.to_owned(),
+            ses,
         })
+    }
+
+    /// `upstream.region`, `upstream.profile` and `upstream.role_arn`, which only the SES API
+    /// upstream takes; an explicit endpoint's region is filled in here.
+    fn ses_upstream(
+        &self,
+        target: &mut UpstreamTarget,
+        raw: &RawUpstream,
+    ) -> Result<SesCredentials, ConfigError> {
+        let UpstreamTarget::Ses(endpoint) = target else {
+            for (value, key) in [
+                (&raw.region, "upstream.region"),
+                (&raw.profile, "upstream.profile"),
+                (&raw.role_arn, "upstream.role_arn"),
+            ] {
+                if let Some(value) = value {
+                    return Err(self.error(
+                        value.span(),
+                        key,
+                        format!("{key} is only for the SES API upstream (url = \"ses://REGION\")"),
+                    ));
+                }
+            }
+            return Ok(SesCredentials::default());
+        };
+        if let Some(region) = &raw.region {
+            if !is_region_name(region.get_ref()) {
+                return Err(self.error(
+                    region.span(),
+                    "upstream.region",
+                    format!("{:?} is not an AWS region name, such as \"us-east-1\"", region.get_ref()),
+                ));
+            }
+            match endpoint {
+                SesEndpoint::Standard { .. } => {
+                    return Err(self.error(
+                        region.span(),
+                        "upstream.region",
+                        "the region is in the URL (ses://REGION); upstream.region is for an \
+                         explicit endpoint (ses+https://HOST)",
+                    ));
+                }
+                SesEndpoint::Explicit { region: r, .. } => *r = region.get_ref().clone(),
+            }
+        }
+        if endpoint.region().is_empty() {
+            return Err(self.error(
+                raw.url.span(),
+                "upstream.url",
+                "requests to an explicit SES endpoint are signed for a region, and this host \
+                 does not name one: give upstream.region",
+            ));
+        }
+        let profile = match &raw.profile {
+            Some(p) if p.get_ref().is_empty() || p.get_ref().chars().any(char::is_whitespace) => {
+                return Err(self.error(
+                    p.span(),
+                    "upstream.profile",
+                    "a profile name is a non-empty word, as in ~/.aws/config's [profile NAME]",
+                ));
+            }
+            p => p.as_ref().map(|p| p.get_ref().clone()),
+        };
+        let role_arn = match &raw.role_arn {
+            Some(arn) if !is_role_arn(arn.get_ref()) => {
+                return Err(self.error(
+                    arn.span(),
+                    "upstream.role_arn",
+                    format!(
+                        "{:?} is not an IAM role ARN, such as \"arn:aws:iam::123456789012:role/sesrelay\"",
+                        arn.get_ref()
+                    ),
+                ));
+            }
+            arn => arn.as_ref().map(|a| a.get_ref().clone()),
+        };
+        Ok(SesCredentials { profile, role_arn })
     }
 
     /// `[events]`: the account id and where each SES destination's records go.
@@ -2313,7 +2403,12 @@ fn parse_network(s: &str) -> Option<IpNet> {
     s.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
-/// `smtp://host[:port][?tls=required|opportunistic|none]`, `smtps://host[:port]`, `dir:PATH`.
+/// The URL forms `upstream.url` takes, for error messages.
+const UPSTREAM_FORMS: &str =
+    "use smtp://HOST:PORT, smtps://HOST:PORT, ses://REGION, ses+https://HOST or dir:PATH";
+
+/// `smtp://host[:port][?tls=required|opportunistic|none]`, `smtps://host[:port]`,
+/// `ses://REGION`, `ses+https://host[:port]`, `ses+http://host:port`, `dir:PATH`.
 fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
     if let Some(path) = url.strip_prefix("dir:") {
         if path.is_empty() {
@@ -2321,17 +2416,25 @@ fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
         }
         return Ok(UpstreamTarget::Dir(PathBuf::from(path)));
     }
-    let parsed = url::Url::parse(url).map_err(|e| {
-        format!("{url:?} is not a URL ({e}); use smtp://HOST:PORT, smtps://HOST:PORT or dir:PATH")
-    })?;
+    if let Some(region) = url.strip_prefix("ses://") {
+        if !is_region_name(region) {
+            return Err(format!(
+                "{url:?}: ses:// takes an AWS region name, such as \"ses://us-east-1\""
+            ));
+        }
+        return Ok(UpstreamTarget::Ses(SesEndpoint::Standard {
+            region: region.to_owned(),
+        }));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("{url:?} is not a URL ({e}); {UPSTREAM_FORMS}"))?;
+    if let Some(scheme @ ("https" | "http")) = parsed.scheme().strip_prefix("ses+") {
+        return parse_ses_endpoint(url, scheme, &parsed);
+    }
     let (default_port, mut tls) = match parsed.scheme() {
         "smtp" => (25, UpstreamTls::Opportunistic),
         "smtps" => (465, UpstreamTls::Wrapper),
-        other => {
-            return Err(format!(
-                "unknown scheme {other:?}; use smtp://HOST:PORT, smtps://HOST:PORT or dir:PATH"
-            ));
-        }
+        other => return Err(format!("unknown scheme {other:?}; {UPSTREAM_FORMS}")),
     };
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
@@ -2366,6 +2469,71 @@ fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
         port: parsed.port().unwrap_or(default_port),
         tls,
     })
+}
+
+/// `ses+https://HOST[:PORT]` or `ses+http://HOST:PORT`. The region is read from an AWS
+/// host name (`email.REGION.amazonaws.com`, `email-fips.REGION...`, a VPC endpoint's
+/// `...email.REGION.vpce.amazonaws.com`); otherwise it is left empty for `upstream.region`.
+fn parse_ses_endpoint(url: &str, scheme: &str, parsed: &url::Url) -> Result<UpstreamTarget, String> {
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        _ => return Err(format!("{url:?} names no host")),
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the SES API upstream takes AWS credentials from the environment, a \
+                    profile or a role, never from the URL"
+            .to_owned());
+    }
+    if !(parsed.path().is_empty() || parsed.path() == "/")
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(format!("{url:?}: an SES endpoint URL has no path or parameters"));
+    }
+    if scheme == "http" && parsed.port().is_none() {
+        return Err(format!(
+            "{url:?}: ses+http:// (for a local test double) needs a port, such as ses+http://127.0.0.1:8080"
+        ));
+    }
+    let endpoint = match parsed.port() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    let region = labels
+        .windows(2)
+        .find(|pair| pair[0].starts_with("email") && is_region_name(pair[1]))
+        .map_or_else(String::new, |pair| pair[1].to_owned());
+    Ok(UpstreamTarget::Ses(SesEndpoint::Explicit {
+        url: endpoint,
+        region,
+    }))
+}
+
+/// An AWS region name: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`...
+fn is_region_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && name.len() <= 32
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "iam", "", account, resource]
+            if partition.starts_with("aws")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|name| !name.is_empty())
+    )
 }
 
 /// A domain name something can address: dot-separated labels of ASCII letters, digits, '-'
@@ -2483,6 +2651,50 @@ mod tests {
             parse_upstream_url("dir:outbox"),
             Ok(UpstreamTarget::Dir(_))
         ));
+        assert_eq!(
+            parse_upstream_url("ses://us-east-1"),
+            Ok(UpstreamTarget::Ses(SesEndpoint::Standard {
+                region: "us-east-1".into()
+            }))
+        );
+        assert_eq!(
+            parse_upstream_url("ses+https://email-fips.us-gov-west-1.amazonaws.com"),
+            Ok(UpstreamTarget::Ses(SesEndpoint::Explicit {
+                url: "https://email-fips.us-gov-west-1.amazonaws.com".into(),
+                region: "us-gov-west-1".into()
+            }))
+        );
+        assert_eq!(
+            parse_upstream_url(
+                "ses+https://vpce-0a1b-x2y3.email.eu-west-1.vpce.amazonaws.com:443"
+            ),
+            Ok(UpstreamTarget::Ses(SesEndpoint::Explicit {
+                url: "https://vpce-0a1b-x2y3.email.eu-west-1.vpce.amazonaws.com:443".into(),
+                region: "eu-west-1".into()
+            }))
+        );
+        assert_eq!(
+            parse_upstream_url("ses+http://127.0.0.1:8025"),
+            Ok(UpstreamTarget::Ses(SesEndpoint::Explicit {
+                url: "http://127.0.0.1:8025".into(),
+                region: String::new()
+            }))
+        );
+        for bad in [
+            "ses://",
+            "ses://US-EAST-1",
+            "ses://us-east",
+            "ses+https://k:s@email.us-east-1.amazonaws.com",
+            "ses+https://email.us-east-1.amazonaws.com/v2",
+            "ses+http://127.0.0.1",
+            "ses+smtp://x",
+        ] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+        assert!(is_role_arn("arn:aws:iam::123456789012:role/team/sesrelay"));
+        assert!(is_role_arn("arn:aws-us-gov:iam::123456789012:role/x"));
+        assert!(!is_role_arn("arn:aws:iam::123456789012:user/x"));
+        assert!(!is_role_arn("arn:aws:iam::1234:role/x"));
         assert!(parse_upstream_url("http://x").is_err());
         assert!(parse_upstream_url("smtp://u:p@x").is_err());
         assert!(parse_upstream_url("smtps://x?tls=none").is_err());

@@ -18,7 +18,7 @@ use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Event, Handler, SessionConfig, Transaction};
 use crate::suppression::{self, SuppressionError, SuppressionList, SuppressionReason};
 use crate::tls::TlsInfo;
-use crate::upstream::{DeliveryError, Envelope, Upstream, UpstreamError};
+use crate::upstream::{Delivered, DeliveryError, Envelope, Tagging, Upstream, UpstreamError};
 
 /// Messages larger than this are read and judged on a blocking thread, so a long header
 /// (40,000 tags or addresses) never holds up the sessions sharing an async thread.
@@ -621,8 +621,12 @@ impl Relay {
         let mut keep = |outcome: capture::Outcome,
                         reply: String,
                         tags: Option<&[(String, String)]>,
-                        raw: Option<capture::RawMessage>| {
+                        raw: Option<capture::RawMessage>,
+                        ses_id: Option<&str>| {
             if let Some(mut draft) = draft.take() {
+                if let Some(ses_id) = ses_id {
+                    draft.id = ses_id.to_owned();
+                }
                 draft.outcome = outcome;
                 draft.reply = reply;
                 if let Some(tags) = tags {
@@ -643,6 +647,7 @@ impl Relay {
                 keep(
                     capture::Outcome::Rejected,
                     refusal.reply().to_line(),
+                    None,
                     None,
                     None,
                 );
@@ -666,19 +671,23 @@ impl Relay {
                     refusal.reply().to_line(),
                     Some(&acceptance.tags),
                     None,
+                    None,
                 );
                 return Err(refusal);
             }
         };
-        // The message's events, when its set has destinations.
-        let emitter = mail.map(|mail| {
-            let emitter = self.events.emitter(Arc::clone(&config), mail);
-            if capturing {
-                emitter.with_log(event_log.clone())
-            } else {
-                emitter
-            }
-        });
+        // The message's events, when its set has destinations: the emitter is made once
+        // the message's id is final (SES's, when the upstream gives one).
+        let new_emitter = |mail: Option<events::Mail>| {
+            mail.map(|mail| {
+                let emitter = self.events.emitter(Arc::clone(&config), mail);
+                if capturing {
+                    emitter.with_log(event_log.clone())
+                } else {
+                    emitter
+                }
+            })
+        };
         // The mailbox simulator's recipients never reach the upstream.
         let (simulated, forwarded_to): (Vec<String>, Vec<String>) = rcpt_to
             .iter()
@@ -704,6 +713,7 @@ impl Relay {
             self.suppress_simulated(&id, set.as_deref(), &simulated);
         };
         if forwarded_to.is_empty() {
+            let emitter = new_emitter(mail);
             if let Some(emitter) = &emitter {
                 emitter.send();
             }
@@ -718,6 +728,7 @@ impl Relay {
                 capture::Outcome::Forwarded,
                 reply::accepted(&id).to_line(),
                 Some(&acceptance.tags),
+                None,
                 None,
             );
             return Ok(id);
@@ -735,12 +746,26 @@ impl Relay {
             },
             date: &message::rfc5322_now(),
         });
+        // The SES API takes the set and tags as parameters; the message then carries none
+        // of sesrelay's X-SES-* headers (the client's own are always removed).
+        let in_headers = snapshot.upstream.tags_in_headers();
+        let from_header = (mail_from.is_empty() && !in_headers)
+            .then(|| message.first_from())
+            .flatten();
         let forwarded = message.forward(&Rewrite {
             received: &received,
-            configuration_set: acceptance.configuration_set.as_deref(),
-            tags: &acceptance.tags,
+            configuration_set: acceptance
+                .configuration_set
+                .as_deref()
+                .filter(|_| in_headers),
+            tags: if in_headers { &acceptance.tags } else { &[] },
             strip_ses_headers: config.strip_ses_headers,
         });
+        let tagging = Tagging {
+            configuration_set: acceptance.configuration_set.as_deref(),
+            tags: &acceptance.tags,
+            from_header: from_header.as_deref(),
+        };
         // The copy the capture store keeps: made once, only when capture is on.
         let forwarded_raw = capturing.then(|| capture::RawMessage::forwarded(&forwarded));
         let envelope = Envelope {
@@ -748,32 +773,45 @@ impl Relay {
             rcpt_to: forwarded_to,
         };
         let delivery_started = Instant::now();
-        let delivered = snapshot.upstream.deliver(&id, &envelope, forwarded).await;
+        let delivered = snapshot
+            .upstream
+            .deliver(&id, &envelope, forwarded, &tagging)
+            .await;
         self.metrics
             .delivery(delivery_started.elapsed(), delivered.as_ref().map(|_| ()));
         match delivered {
-            Ok(ack) => {
+            Ok(delivered) => {
+                // SES's id, when the upstream gave one, is the message's id from here on:
+                // the client's 250, the events, the capture store. The log keeps both.
+                let ses_id = delivered.ses_message_id.as_deref();
+                let final_id = ses_id.unwrap_or(&id);
+                let emitter = new_emitter(mail.map(|mut mail| {
+                    mail.set_message_id(final_id);
+                    mail
+                }));
                 if let Some(emitter) = &emitter {
                     emitter.send();
                     emitter.delivery(
                         &envelope.rcpt_to,
-                        &smtp_response(&ack),
+                        &smtp_response(&delivered.reply),
                         outgoing_ip(&config),
                     );
                 }
                 settle_unforwarded(emitter.as_ref());
                 self.metrics
                     .accepted(acceptance.configuration_set.as_deref());
-                outcome.accepted(&acceptance, &ack);
+                outcome.accepted_by(&acceptance, &delivered.reply, ses_id);
                 keep(
                     capture::Outcome::Forwarded,
-                    reply::accepted(&id).to_line(),
+                    reply::accepted(final_id).to_line(),
                     Some(&acceptance.tags),
                     forwarded_raw,
+                    ses_id,
                 );
-                Ok(id)
+                Ok(final_id.to_owned())
             }
             Err(e) => {
+                let emitter = new_emitter(mail);
                 if e.is_permanent() {
                     if let Some(emitter) = &emitter {
                         emitter.send();
@@ -790,6 +828,7 @@ impl Relay {
                     capture::Outcome::UpstreamRefused,
                     refusal.reply().to_line(),
                     Some(&acceptance.tags),
+                    None,
                     None,
                 );
                 Err(refusal)
@@ -843,7 +882,7 @@ impl Relay {
         &self,
         envelope: &Envelope,
         content: Vec<u8>,
-    ) -> Result<String, DeliveryError> {
+    ) -> Result<Delivered, DeliveryError> {
         let snapshot = self.current();
         let id = new_message_id(&snapshot.config.server.region);
         let forwarded = Message::parse(content).forward(&Rewrite {
@@ -853,12 +892,15 @@ impl Relay {
             strip_ses_headers: false,
         });
         let started = Instant::now();
-        let result = snapshot.upstream.deliver(&id, envelope, forwarded).await;
+        let result = snapshot
+            .upstream
+            .deliver(&id, envelope, forwarded, &Tagging::default())
+            .await;
         self.metrics
             .delivery(started.elapsed(), result.as_ref().map(|_| ()));
         match &result {
             Ok(ack) => {
-                tracing::info!(%id, from = %envelope.mail_from, upstream = %ack, "message of sesrelay's own sent")
+                tracing::info!(%id, from = %envelope.mail_from, upstream = %ack.reply, "message of sesrelay's own sent")
             }
             Err(e) => {
                 tracing::warn!(%id, from = %envelope.mail_from, error = %e, "message of sesrelay's own not sent")
@@ -904,7 +946,9 @@ fn outgoing_ip(config: &Config) -> IpAddr {
             .trim_end_matches(']')
             .parse()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-        crate::upstream::UpstreamTarget::Dir(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        crate::upstream::UpstreamTarget::Ses(_) | crate::upstream::UpstreamTarget::Dir(_) => {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
     }
 }
 
@@ -951,13 +995,19 @@ impl Outcome<'_> {
     }
 
     fn accepted(&self, acceptance: &Acceptance, upstream: &str) {
+        self.accepted_by(acceptance, upstream, None);
+    }
+
+    /// Accepted by the upstream, which gave the message `ses_id` (the `ses_message_id`
+    /// field; the client was given that id).
+    fn accepted_by(&self, acceptance: &Acceptance, upstream: &str, ses_id: Option<&str>) {
         let (set_reason, identity) = acceptance.reason.describe();
         tracing::info!(
-            outcome = "accepted", id = self.id, client = %self.client, protocol = self.protocol,
-            user = self.user, mail_from = self.mail_from, from = self.from,
-            configuration_set = acceptance.configuration_set.as_deref(), set_reason, identity,
-            tags = %tags_text(&acceptance.tags), rcpts = self.rcpts, size = self.size,
-            upstream, latency_ms = self.latency_ms(), "message forwarded"
+            outcome = "accepted", id = self.id, ses_message_id = ses_id, client = %self.client,
+            protocol = self.protocol, user = self.user, mail_from = self.mail_from,
+            from = self.from, configuration_set = acceptance.configuration_set.as_deref(),
+            set_reason, identity, tags = %tags_text(&acceptance.tags), rcpts = self.rcpts,
+            size = self.size, upstream, latency_ms = self.latency_ms(), "message forwarded"
         );
     }
 

@@ -209,6 +209,11 @@ impl Mail {
         &self.message_id
     }
 
+    /// The message's id became another (SES's, given by the upstream) before any record.
+    pub fn set_message_id(&mut self, id: &str) {
+        id.clone_into(&mut self.message_id);
+    }
+
     pub fn configuration_set(&self) -> &str {
         &self.configuration_set
     }

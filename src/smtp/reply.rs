@@ -400,9 +400,14 @@ pub fn upstream_no_8bitmime() -> Reply {
 // SES replies (SPEC.md section 3). `message` is SES's own message text, as the SES API
 // would return it; the SMTP reply adds SES's prefix.
 
+/// `554 5.7.1 Message rejected: ...`: SES's `MessageRejected` and its kin.
+pub fn message_rejected(message: &str) -> Reply {
+    Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
+}
+
 /// `554 5.7.1 Message rejected: Email address is not verified. ...`
 pub fn not_verified(message: &str) -> Reply {
-    Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
+    message_rejected(message)
 }
 
 /// `554 5.3.0 Configuration Set does not exist: Configuration set <NAME> does not exist.`
@@ -416,7 +421,7 @@ pub fn configuration_set_missing(message: &str) -> Reply {
 
 /// `554 5.7.1 Message rejected: Sending paused for this configuration set.`
 pub fn sending_paused(message: &str) -> Reply {
-    Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
+    message_rejected(message)
 }
 
 /// `454 4.7.0 Throttling failure: Maximum sending rate exceeded.` (or `Daily message quota
@@ -428,7 +433,7 @@ pub fn throttled(message: &str) -> Reply {
 /// `554 5.7.1 Message rejected: User <username> is not authorized to send from <address>`
 /// (`allowed_senders`).
 pub fn sender_not_allowed(message: &str) -> Reply {
-    Reply::new(554, "5.7.1", format!("Message rejected: {message}"))
+    message_rejected(message)
 }
 
 /// `554 5.5.3 Transaction failed: Recipient count exceeds 50.`

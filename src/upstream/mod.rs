@@ -1,16 +1,19 @@
-//! Where accepted mail goes: an SMTP server or a directory.
+//! Where accepted mail goes: an SMTP server, the SES API, or a directory.
 //!
-//! An upstream knows envelopes and bytes, nothing of configuration sets or of the client's
-//! SMTP dialogue. It takes ownership of the [`Forwarded`] message and streams its parts;
+//! An upstream knows envelopes and bytes, and the set and tags the relay resolved only to
+//! pass them on (the SES API takes them as parameters, the others find them in the
+//! message's headers); nothing of the client's SMTP dialogue. It takes ownership of the [`Forwarded`] message and streams its parts;
 //! its failures are typed ([`DeliveryError`]) and the relay alone turns them into replies.
 
 mod dir;
+mod ses;
 mod smtp;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dir::DirUpstream;
+pub use ses::SesUpstream;
 pub use smtp::SmtpUpstream;
 
 use crate::message::Forwarded;
@@ -28,6 +31,17 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     /// The name sesrelay gives in its EHLO to the upstream.
     pub hello_name: String,
+    /// How the SES API upstream finds its AWS credentials.
+    pub ses: SesCredentials,
+}
+
+/// `upstream.profile` and `upstream.role_arn`: where the AWS SDK's default credential
+/// chain starts (a named profile of the shared config files) and a role to assume with
+/// what it finds. Names only; the secrets stay where the chain finds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SesCredentials {
+    pub profile: Option<String>,
+    pub role_arn: Option<String>,
 }
 
 impl std::fmt::Debug for UpstreamSettings {
@@ -44,6 +58,7 @@ impl std::fmt::Debug for UpstreamSettings {
             .field("timeout", &self.timeout)
             .field("ca_file", &self.ca_file)
             .field("hello_name", &self.hello_name)
+            .field("ses", &self.ses)
             .finish()
     }
 }
@@ -55,8 +70,101 @@ pub enum UpstreamTarget {
         port: u16,
         tls: UpstreamTls,
     },
+    /// The SES v2 API (`SendEmail`).
+    Ses(SesEndpoint),
     /// One `.eml` file per message in this directory.
     Dir(PathBuf),
+}
+
+/// Where the SES API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SesEndpoint {
+    /// `ses://REGION`: the region's standard endpoint, found by the SDK.
+    Standard { region: String },
+    /// `ses+https://HOST[:PORT]` or `ses+http://HOST:PORT`: this endpoint (a VPC or FIPS
+    /// endpoint, a test double), requests signed for `region`.
+    Explicit { url: String, region: String },
+}
+
+impl SesEndpoint {
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        match self {
+            SesEndpoint::Standard { region } | SesEndpoint::Explicit { region, .. } => region,
+        }
+    }
+
+    /// The explicit endpoint's URL (`https://HOST[:PORT]`), if one was given.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            SesEndpoint::Standard { .. } => None,
+            SesEndpoint::Explicit { url, .. } => Some(url),
+        }
+    }
+}
+
+/// What the relay resolved for a message, beside its envelope: the SES API upstream sends
+/// them as `ConfigurationSetName` and `EmailTags` (and the From header's address as
+/// `FromEmailAddress` for the null sender); the other upstreams find the set and tags in
+/// the message's `X-SES-*` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tagging<'a> {
+    pub configuration_set: Option<&'a str>,
+    pub tags: &'a [(String, String)],
+    /// The first From address, bare.
+    pub from_header: Option<&'a str>,
+}
+
+/// A delivery that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The upstream's acknowledgement as it gave it (for the log and `Delivery` events):
+    /// an SMTP upstream's final reply, `250 Ok <id>` for the SES API, `written to <file>`
+    /// for `dir:`.
+    pub reply: String,
+    /// The id SES gave the message: the SES API's MessageId, or the id in an SMTP
+    /// upstream's `250 Ok <id>` when it has SES's form (SES's SMTP endpoint, another
+    /// sesrelay). SES's own events carry it, so the client is given it.
+    pub ses_message_id: Option<String>,
+}
+
+impl Delivered {
+    /// An acknowledgement, with the SES message id it holds, if any.
+    pub fn from_reply(reply: String) -> Delivered {
+        let ses_message_id = ses_message_id_in(&reply).map(str::to_owned);
+        Delivered {
+            reply,
+            ses_message_id,
+        }
+    }
+}
+
+/// The SES message id in an SMTP reply `250 [2.0.0] Ok <id>`, when it has SES's form: 16
+/// hex digits, `-`, a UUID, `-`, 6 hex digits (`0100018c3a4b5c6d-5f1e2d3c-4b5a-4697-8877-
+/// 665544332211-000000`).
+pub fn ses_message_id_in(reply: &str) -> Option<&str> {
+    let mut words = reply.split_ascii_whitespace();
+    if words.next()? != "250" {
+        return None;
+    }
+    let mut word = words.next()?;
+    if word.starts_with("2.") {
+        word = words.next()?;
+    }
+    if !word.eq_ignore_ascii_case("ok") {
+        return None;
+    }
+    let id = words.next()?;
+    let groups: Vec<&str> = id.split('-').collect();
+    let lengths = [16, 8, 4, 4, 4, 12, 6];
+    let ses_form = groups.len() == lengths.len()
+        && groups.iter().zip(lengths).all(|(group, len)| {
+            group.len() == len
+                && group
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    ses_form.then_some(id)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +255,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub enum Upstream {
     Smtp(SmtpUpstream),
+    Ses(SesUpstream),
     Dir(DirUpstream),
 }
 
@@ -154,18 +263,26 @@ impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
         Ok(match &settings.target {
             UpstreamTarget::Smtp { .. } => Upstream::Smtp(SmtpUpstream::new(settings)?),
+            UpstreamTarget::Ses(endpoint) => Upstream::Ses(SesUpstream::new(settings, endpoint)?),
             UpstreamTarget::Dir(path) => Upstream::Dir(DirUpstream::new(path)?),
         })
     }
 
+    /// Whether the message must carry the resolved set and tags in `X-SES-*` headers: not
+    /// for the SES API, which takes them as parameters ([`Tagging`]).
+    pub fn tags_in_headers(&self) -> bool {
+        !matches!(self, Upstream::Ses(_))
+    }
+
     /// Hands one message over, taking ownership of it; `Ok` carries the upstream's
-    /// acknowledgement, for the log.
+    /// acknowledgement.
     pub async fn deliver(
         &self,
         id: &str,
         envelope: &Envelope,
         message: Forwarded,
-    ) -> Result<String, DeliveryError> {
+        tagging: &Tagging<'_>,
+    ) -> Result<Delivered, DeliveryError> {
         for address in std::iter::once(&envelope.mail_from)
             .filter(|a| !a.is_empty())
             .chain(&envelope.rcpt_to)
@@ -175,17 +292,23 @@ impl Upstream {
             }
         }
         match self {
-            Upstream::Smtp(u) => u.deliver(envelope, message).await,
-            Upstream::Dir(u) => u.deliver(id, envelope, message).await,
+            Upstream::Smtp(u) => u.deliver(envelope, message).await.map(Delivered::from_reply),
+            Upstream::Ses(u) => u.deliver(envelope, message, tagging).await,
+            Upstream::Dir(u) => u.deliver(id, envelope, message).await.map(|reply| Delivered {
+                reply,
+                ses_message_id: None,
+            }),
         }
     }
 
     /// Checks that the upstream can take mail now, without sending any: `smtp://` and
     /// `smtps://` connect (with TLS and AUTH as configured), EHLO and QUIT within `limit`;
+    /// `ses:` calls GetAccount (the endpoint and the credentials, cached 30 s);
     /// `dir:` creates and removes a file in the directory.
     pub async fn probe(&self, limit: Duration) -> Result<(), DeliveryError> {
         match self {
             Upstream::Smtp(u) => u.probe(limit).await,
+            Upstream::Ses(u) => u.probe(limit).await,
             Upstream::Dir(u) => u.probe().await,
         }
     }
@@ -199,5 +322,33 @@ impl Upstream {
                 .bytes()
                 .any(|b| b.is_ascii_control() || b == b' ' || b == b'<' || b == b'>')
             && address.parse::<lettre::Address>().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ses_ids_are_read_from_250_replies() {
+        let id = "0100018c3a4b5c6d-5f1e2d3c-4b5a-4697-8877-665544332211-000000";
+        for reply in [
+            format!("250 Ok {id}"),
+            format!("250 2.0.0 Ok {id}"),
+            format!("250 OK {id} queued"),
+        ] {
+            assert_eq!(ses_message_id_in(&reply), Some(id), "{reply}");
+        }
+        for reply in [
+            "250 2.0.0 Ok: queued as 4Xk2".to_owned(),
+            format!("251 Ok {id}"),
+            format!("250 Queued {id}"),
+            format!("250 Ok {}", id.to_ascii_uppercase()),
+            "250 Ok 0100018c3a4b5c6d-5f1e2d3c-4b5a-4697-8877-665544332211".to_owned(),
+            "250 Ok".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(ses_message_id_in(&reply), None, "{reply}");
+        }
     }
 }
