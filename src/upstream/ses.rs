@@ -189,7 +189,7 @@ impl SesUpstream {
             .content(EmailContent::builder().raw(raw).build())
             .set_configuration_set_name(tagging.configuration_set.map(str::to_owned))
             .set_email_tags((!tags.is_empty()).then_some(tags));
-        match request.send().await {
+        let result = match request.send().await {
             Ok(output) => match output.message_id() {
                 Some(id) if !id.is_empty() => Ok(Delivered {
                     reply: format!("250 Ok {id}"),
@@ -200,12 +200,28 @@ impl SesUpstream {
                 )),
             },
             Err(e) => Err(send_error(&e)),
+        };
+        // A send is evidence for readiness too: any answer of SES's proves the endpoint
+        // and the credentials; an unavailable SES is checked again at the next probe.
+        match &result {
+            Ok(_) | Err(DeliveryError::Refused { .. }) => self.set_ready(true),
+            Err(_) => self.set_ready(false),
         }
+        result
+    }
+
+    fn set_ready(&self, ready: bool) {
+        let mut ready_at = self
+            .ready_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *ready_at = ready.then(Instant::now);
     }
 
     /// Readiness: a `GetAccount` call proves the endpoint answers and the credentials are
     /// accepted. `AccessDeniedException` proves as much (the caller was authenticated; its
-    /// policy lacks the optional `ses:GetAccount`). A pass is trusted for 30 s.
+    /// policy lacks the optional `ses:GetAccount`). A pass is trusted for 30 s, or until a
+    /// send finds SES unavailable.
     pub async fn probe(&self, limit: Duration) -> Result<(), DeliveryError> {
         let fresh = self
             .ready_at
@@ -224,7 +240,7 @@ impl SesUpstream {
                 }
                 Err(e) => Err(DeliveryError::Unavailable(format!(
                     "GetAccount failed: {}",
-                    DisplayErrorContext(&e)
+                    describe(&e)
                 ))),
             }
         };
@@ -234,12 +250,26 @@ impl SesUpstream {
                 "GetAccount did not answer in time".to_owned(),
             )),
         };
-        let mut ready_at = self
-            .ready_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *ready_at = result.is_ok().then(Instant::now);
+        self.set_ready(result.is_ok());
         result
+    }
+}
+
+/// A failed call in one line: SES's status, code and message, or what kept the call from
+/// getting an answer.
+fn describe<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(context) => format!(
+            "SES answered {} {}: {}",
+            context.raw().status().as_u16(),
+            context.err().code().unwrap_or("(no code)"),
+            context.err().message().unwrap_or_default()
+        ),
+        SdkError::TimeoutError(_) => "no answer within upstream.timeout".to_owned(),
+        other => DisplayErrorContext(other).to_string(),
     }
 }
 
@@ -256,10 +286,7 @@ where
             let message = err.message().unwrap_or_default();
             refusal(status, code, message)
         }
-        SdkError::TimeoutError(_) => {
-            DeliveryError::Unavailable("SES did not answer within upstream.timeout".to_owned())
-        }
-        other => DeliveryError::Unavailable(DisplayErrorContext(other).to_string()),
+        other => DeliveryError::Unavailable(describe(other)),
     }
 }
 
