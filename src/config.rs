@@ -1772,7 +1772,10 @@ impl Source<'_> {
                 return Err(self.error(
                     region.span(),
                     "upstream.region",
-                    format!("{:?} is not an AWS region name, such as \"us-east-1\"", region.get_ref()),
+                    format!(
+                        "{:?} is not an AWS region name, such as \"us-east-1\"",
+                        region.get_ref()
+                    ),
                 ));
             }
             match endpoint {
@@ -2474,7 +2477,11 @@ fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
 /// `ses+https://HOST[:PORT]` or `ses+http://HOST:PORT`. The region is read from an AWS
 /// host name (`email.REGION.amazonaws.com`, `email-fips.REGION...`, a VPC endpoint's
 /// `...email.REGION.vpce.amazonaws.com`); otherwise it is left empty for `upstream.region`.
-fn parse_ses_endpoint(url: &str, scheme: &str, parsed: &url::Url) -> Result<UpstreamTarget, String> {
+fn parse_ses_endpoint(
+    url: &str,
+    scheme: &str,
+    parsed: &url::Url,
+) -> Result<UpstreamTarget, String> {
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
@@ -2482,15 +2489,19 @@ fn parse_ses_endpoint(url: &str, scheme: &str, parsed: &url::Url) -> Result<Upst
         _ => return Err(format!("{url:?} names no host")),
     };
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("the SES API upstream takes AWS credentials from the environment, a \
+        return Err(
+            "the SES API upstream takes AWS credentials from the environment, a \
                     profile or a role, never from the URL"
-            .to_owned());
+                .to_owned(),
+        );
     }
     if !(parsed.path().is_empty() || parsed.path() == "/")
         || parsed.query().is_some()
         || parsed.fragment().is_some()
     {
-        return Err(format!("{url:?}: an SES endpoint URL has no path or parameters"));
+        return Err(format!(
+            "{url:?}: an SES endpoint URL has no path or parameters"
+        ));
     }
     if scheme == "http" && parsed.port().is_none() {
         return Err(format!(
@@ -2665,9 +2676,7 @@ mod tests {
             }))
         );
         assert_eq!(
-            parse_upstream_url(
-                "ses+https://vpce-0a1b-x2y3.email.eu-west-1.vpce.amazonaws.com:443"
-            ),
+            parse_upstream_url("ses+https://vpce-0a1b-x2y3.email.eu-west-1.vpce.amazonaws.com:443"),
             Ok(UpstreamTarget::Ses(SesEndpoint::Explicit {
                 url: "https://vpce-0a1b-x2y3.email.eu-west-1.vpce.amazonaws.com:443".into(),
                 region: "eu-west-1".into()

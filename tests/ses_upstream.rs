@@ -15,6 +15,11 @@ use common::{Capture, Client, Relay, Script, after_prepended, header};
 
 const KEY_ID: &str = "AKIDSESDOUBLE";
 const SECRET: &str = "double-secret-key";
+/// The temporary credentials the STS double hands out for `upstream.role_arn`; the SES
+/// double accepts them too.
+const ROLE_KEY_ID: &str = "ASIASESRELAYROLE";
+const ROLE_SECRET: &str = "assumed-role-secret";
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/sesrelay-sender";
 /// The relay under test's `upstream.timeout`.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -41,13 +46,17 @@ fn start_double(dir: &Path, capture: &Capture, account: &str) -> RelayProcess {
         "[server]\nlisten = [\"127.0.0.1:0\"]\nregion = \"us-east-1\"\n\n\
          [upstream]\nurl = \"{}\"\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
-         access_keys = [{{ id = \"{KEY_ID}\", secret_env = \"DOUBLE_SECRET\" }}]\n\
+         access_keys = [{{ id = \"{KEY_ID}\", secret_env = \"DOUBLE_SECRET\" }}, \
+         {{ id = \"{ROLE_KEY_ID}\", secret_env = \"ROLE_SECRET\" }}]\n\
          {account}\n{IDENTITIES}",
         capture.url()
     );
     let path = dir.join("sesrelay.toml");
     std::fs::write(&path, config).unwrap();
-    RelayProcess::start(&path, &[("DOUBLE_SECRET", SECRET)])
+    RelayProcess::start(
+        &path,
+        &[("DOUBLE_SECRET", SECRET), ("ROLE_SECRET", ROLE_SECRET)],
+    )
 }
 
 /// The relay under test: `ses+http://` to `double`, credentials from the environment
@@ -55,29 +64,54 @@ fn start_double(dir: &Path, capture: &Capture, account: &str) -> RelayProcess {
 /// instance metadata), an admin listener for its readiness. `identities` replaces the
 /// shared table when given.
 fn start_relay(dir: &Path, double: SocketAddr, secret: &str, identities: &str) -> RelayProcess {
+    start_relay_with(
+        dir,
+        double,
+        identities,
+        "",
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+        ],
+    )
+}
+
+/// The relay under test with more `[upstream]` keys and `env` (beside empty AWS config and
+/// credentials files and no instance metadata).
+fn start_relay_with(
+    dir: &Path,
+    double: SocketAddr,
+    identities: &str,
+    upstream: &str,
+    env: &[(&str, &str)],
+) -> RelayProcess {
     let dir = dir.join("relay");
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nregion = \"us-east-1\"\n\n\
-         [upstream]\nurl = \"ses+http://{double}\"\nregion = \"us-east-1\"\ntimeout = \"{}s\"\n\n\
+         [upstream]\nurl = \"ses+http://{double}\"\nregion = \"us-east-1\"\ntimeout = \"{}s\"\n{upstream}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\napi = false\n\n{identities}",
         TIMEOUT.as_secs()
     );
     let path = dir.join("sesrelay.toml");
     std::fs::write(&path, config).unwrap();
-    let nowhere = dir.join("empty-aws-file");
-    std::fs::write(&nowhere, "").unwrap();
-    let nowhere = nowhere.to_str().unwrap();
-    RelayProcess::start(
-        &path,
-        &[
-            ("AWS_ACCESS_KEY_ID", KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            ("AWS_CONFIG_FILE", nowhere),
-            ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-    )
+    let config_file = dir.join("aws-config");
+    let credentials_file = dir.join("aws-credentials");
+    for file in [&config_file, &credentials_file] {
+        if !file.exists() {
+            std::fs::write(file, "").unwrap();
+        }
+    }
+    let mut all = vec![
+        ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            credentials_file.to_str().unwrap(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    all.extend_from_slice(env);
+    RelayProcess::start(&path, &all)
 }
 
 /// A message from `from` to `to`, with `extra` header lines.
@@ -101,7 +135,10 @@ fn received_id(content: &[u8]) -> String {
     let text = String::from_utf8_lossy(content);
     assert!(text.starts_with("Received: "), "{text}");
     let (_, rest) = text.split_once(" id ").expect("Received: has an id");
-    rest.split([' ', ';', '\t', '\r']).next().unwrap().to_owned()
+    rest.split([' ', ';', '\t', '\r'])
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 fn is_ses_form(id: &str) -> bool {
@@ -133,7 +170,10 @@ async fn wait_for_status(addr: SocketAddr, path: &str, status: u16) {
         if got == status {
             return;
         }
-        assert!(Instant::now() < deadline, "{path} answers {got}, not {status}");
+        assert!(
+            Instant::now() < deadline,
+            "{path} answers {got}, not {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -175,7 +215,10 @@ async fn a_message_goes_through_send_email_with_the_resolved_set_tags_and_envelo
     );
     // The set and tags arrived as SendEmail parameters: the double wrote them as its own
     // headers, once; the relay's message carried none of them.
-    assert_eq!(header(&got.content, "X-SES-CONFIGURATION-SET"), ["marketing"]);
+    assert_eq!(
+        header(&got.content, "X-SES-CONFIGURATION-SET"),
+        ["marketing"]
+    );
     assert_eq!(
         header(&got.content, "X-SES-MESSAGE-TAGS"),
         ["campaign=launch"]
@@ -187,7 +230,11 @@ async fn a_message_goes_through_send_email_with_the_resolved_set_tags_and_envelo
     assert!(!relay_head.contains("X-SES-"), "{relay_head}");
     assert_eq!(
         original,
-        message("Joe <joe@example.com>", "ann@customer.example", "X-Custom: kept\r\n")
+        message(
+            "Joe <joe@example.com>",
+            "ann@customer.example",
+            "X-Custom: kept\r\n"
+        )
     );
 
     // The null sender: FromEmailAddress is the From header's address.
@@ -196,7 +243,10 @@ async fn a_message_goes_through_send_email_with_the_resolved_set_tags_and_envelo
     assert!(is_ses_form(id_of(&reply)), "{reply}");
     let got = capture.wait_for(2).await.remove(1);
     assert_eq!(got.mail_from, "someone@example.com");
-    assert_eq!(header(&got.content, "X-SES-CONFIGURATION-SET"), ["transactional"]);
+    assert_eq!(
+        header(&got.content, "X-SES-CONFIGURATION-SET"),
+        ["transactional"]
+    );
 
     // The log line holds both ids: sesrelay's own and SES's.
     let log = relay.log();
@@ -213,7 +263,12 @@ async fn a_wrong_secret_is_refused_and_nothing_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let capture = Capture::start(Script::default()).await;
     let double = start_double(dir.path(), &capture, "");
-    let relay = start_relay(dir.path(), double.admin.unwrap(), "not-the-secret", IDENTITIES);
+    let relay = start_relay(
+        dir.path(),
+        double.admin.unwrap(),
+        "not-the-secret",
+        IDENTITIES,
+    );
     // The readiness check signs a GetAccount: the double refuses the signature.
     assert_eq!(get(relay.admin.unwrap(), "/healthz/ready").await, 503);
 
@@ -353,10 +408,13 @@ async fn a_5_mb_message_arrives_intact() {
         // Lines of every length up to 998, some starting with a dot.
         let len = (n * 7919 % 997) as usize + 1;
         let fill = char::from(b'a' + (n % 26) as u8);
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             body.push('.');
         }
-        body.extend(std::iter::repeat_n(fill, len.saturating_sub(usize::from(n % 5 == 0))));
+        body.extend(std::iter::repeat_n(
+            fill,
+            len.saturating_sub(usize::from(n.is_multiple_of(5))),
+        ));
         body.push_str("\r\n");
         n += 1;
     }
@@ -380,7 +438,10 @@ async fn a_5_mb_message_arrives_intact() {
     let (_, relayed) = after_prepended(&got.content);
     let (_, original) = after_prepended(relayed);
     assert_eq!(original.len(), content.len());
-    assert!(original == content.as_slice(), "the message changed on the way");
+    assert!(
+        original == content.as_slice(),
+        "the message changed on the way"
+    );
 }
 
 /// An SMTP upstream whose 250 carries an SES-form id (SES's SMTP endpoint answers
@@ -455,4 +516,145 @@ fn ses_upstreams_pass_check() {
         );
         assert!(stdout.contains(expected), "{stdout}");
     }
+}
+
+/// No credentials anywhere in the chain: the client gets a 451, never a 5xx, and the relay
+/// is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_is_a_451() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::start(Script::default()).await;
+    let double = start_double(dir.path(), &capture, "");
+    let relay = start_relay_with(dir.path(), double.admin.unwrap(), IDENTITIES, "", &[]);
+    assert_eq!(get(relay.admin.unwrap(), "/healthz/ready").await, 503);
+    let mut client = Client::ready(relay.smtp_addr()).await;
+    let started = Instant::now();
+    let reply = client
+        .mail(
+            "joe@example.com",
+            &["ann@customer.example"],
+            &message("joe@example.com", "ann@customer.example", ""),
+        )
+        .await;
+    assert_eq!(reply, "451 4.4.1 Upstream unavailable, try again later");
+    assert!(started.elapsed() < TIMEOUT + Duration::from_secs(1));
+    assert!(capture.messages().is_empty());
+}
+
+/// `upstream.profile`: the credentials of a named profile in the shared credentials file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_named_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::start(Script::default()).await;
+    let double = start_double(dir.path(), &capture, "");
+    std::fs::create_dir_all(dir.path().join("relay")).unwrap();
+    std::fs::write(
+        dir.path().join("relay/aws-credentials"),
+        format!(
+            "[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = wrong\n\n\
+             [mail]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"
+        ),
+    )
+    .unwrap();
+    let relay = start_relay_with(
+        dir.path(),
+        double.admin.unwrap(),
+        IDENTITIES,
+        "profile = \"mail\"\n",
+        &[],
+    );
+    wait_for_status(relay.admin.unwrap(), "/healthz/ready", 200).await;
+    let mut client = Client::ready(relay.smtp_addr()).await;
+    let reply = client
+        .mail(
+            "joe@example.com",
+            &["ann@customer.example"],
+            &message("joe@example.com", "ann@customer.example", ""),
+        )
+        .await;
+    assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
+    assert_eq!(capture.wait_for(1).await.len(), 1);
+}
+
+/// `upstream.role_arn`: the relay assumes the role with STS (a double answering
+/// AssumeRole, reached through the SDK's `AWS_ENDPOINT_URL_STS`) and signs SendEmail with
+/// the temporary credentials. Its own credentials would be refused by the SES double.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assumed_role_signs_the_sends() {
+    use axum::routing::post;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::start(Script::default()).await;
+    let double = start_double(dir.path(), &capture, "");
+
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = std::sync::Arc::clone(&calls);
+    let sts = axum::Router::new().route(
+        "/",
+        post(move |body: String| {
+            let seen = std::sync::Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(body);
+                (
+                    [("content-type", "text/xml")],
+                    format!(
+                        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                         <AssumeRoleResult><AssumedRoleUser>\
+                         <Arn>arn:aws:sts::123456789012:assumed-role/sesrelay-sender/sesrelay</Arn>\
+                         <AssumedRoleId>AROAEXAMPLE:sesrelay</AssumedRoleId></AssumedRoleUser>\
+                         <Credentials><AccessKeyId>{ROLE_KEY_ID}</AccessKeyId>\
+                         <SecretAccessKey>{ROLE_SECRET}</SecretAccessKey>\
+                         <SessionToken>session-token</SessionToken>\
+                         <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
+                         </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId>\
+                         </ResponseMetadata></AssumeRoleResponse>"
+                    ),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sts_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sts).await });
+
+    let relay = start_relay_with(
+        dir.path(),
+        double.admin.unwrap(),
+        IDENTITIES,
+        &format!("role_arn = \"{ROLE_ARN}\"\n"),
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "base-credentials-the-double-refuses",
+            ),
+            ("AWS_ENDPOINT_URL_STS", &sts_url),
+        ],
+    );
+    let mut client = Client::ready(relay.smtp_addr()).await;
+    let reply = client
+        .mail(
+            "joe@example.com",
+            &["ann@customer.example"],
+            &message("joe@example.com", "ann@customer.example", ""),
+        )
+        .await;
+    assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
+    assert_eq!(capture.wait_for(1).await.len(), 1);
+    let calls = calls.lock().unwrap().clone();
+    assert!(!calls.is_empty(), "no AssumeRole call");
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(calls[0].as_bytes())
+        .into_owned()
+        .collect();
+    assert!(
+        form.contains(&("Action".into(), "AssumeRole".into())),
+        "{form:?}"
+    );
+    assert!(
+        form.contains(&("RoleArn".into(), ROLE_ARN.into())),
+        "{form:?}"
+    );
+    assert!(
+        form.contains(&("RoleSessionName".into(), "sesrelay".into())),
+        "{form:?}"
+    );
 }

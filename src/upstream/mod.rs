@@ -292,12 +292,18 @@ impl Upstream {
             }
         }
         match self {
-            Upstream::Smtp(u) => u.deliver(envelope, message).await.map(Delivered::from_reply),
+            Upstream::Smtp(u) => u
+                .deliver(envelope, message)
+                .await
+                .map(Delivered::from_reply),
             Upstream::Ses(u) => u.deliver(envelope, message, tagging).await,
-            Upstream::Dir(u) => u.deliver(id, envelope, message).await.map(|reply| Delivered {
-                reply,
-                ses_message_id: None,
-            }),
+            Upstream::Dir(u) => u
+                .deliver(id, envelope, message)
+                .await
+                .map(|reply| Delivered {
+                    reply,
+                    ses_message_id: None,
+                }),
         }
     }
 

@@ -28,7 +28,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::http::HttpResponse;
-use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
 use aws_smithy_http_client::tls;
@@ -109,7 +109,9 @@ impl SesUpstream {
             .build()
             .map_err(|e| DeliveryError::Unavailable(format!("TLS setup for SES failed: {e}")))?;
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .tls_context(context)
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -235,7 +237,9 @@ impl SesUpstream {
             let client = self.client().await?;
             match client.get_account().send().await {
                 Ok(_) => Ok(()),
-                Err(SdkError::ServiceError(e)) if e.err().code() == Some("AccessDeniedException") => {
+                Err(SdkError::ServiceError(e))
+                    if e.err().code() == Some("AccessDeniedException") =>
+                {
                     Ok(())
                 }
                 Err(e) => Err(DeliveryError::Unavailable(format!(
@@ -269,7 +273,20 @@ where
             context.err().message().unwrap_or_default()
         ),
         SdkError::TimeoutError(_) => "no answer within upstream.timeout".to_owned(),
-        other => DisplayErrorContext(other).to_string(),
+        other => {
+            // The chain of causes, each by its Display (the Debug forms are long).
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(e) = cause {
+                let next = e.to_string();
+                if !text.ends_with(&next) {
+                    text.push_str(": ");
+                    text.push_str(&next);
+                }
+                cause = e.source();
+            }
+            text
+        }
     }
 }
 
@@ -370,11 +387,36 @@ mod tests {
                 "Daily message quota exceeded.",
                 "454 4.7.0 Throttling failure: Daily message quota exceeded.",
             ),
-            (429, "SomethingNew", "", "454 4.7.0 Throttling failure: SomethingNew"),
-            (403, "SignatureDoesNotMatch", "x", "451 4.4.1 Upstream unavailable, try again later"),
-            (403, "AccessDeniedException", "x", "451 4.4.1 Upstream unavailable, try again later"),
-            (500, "InternalFailure", "x", "451 4.4.1 Upstream unavailable, try again later"),
-            (503, "ServiceUnavailable", "x", "451 4.4.1 Upstream unavailable, try again later"),
+            (
+                429,
+                "SomethingNew",
+                "",
+                "454 4.7.0 Throttling failure: SomethingNew",
+            ),
+            (
+                403,
+                "SignatureDoesNotMatch",
+                "x",
+                "451 4.4.1 Upstream unavailable, try again later",
+            ),
+            (
+                403,
+                "AccessDeniedException",
+                "x",
+                "451 4.4.1 Upstream unavailable, try again later",
+            ),
+            (
+                500,
+                "InternalFailure",
+                "x",
+                "451 4.4.1 Upstream unavailable, try again later",
+            ),
+            (
+                503,
+                "ServiceUnavailable",
+                "x",
+                "451 4.4.1 Upstream unavailable, try again later",
+            ),
         ];
         for (status, code, message, expected) in cases {
             assert_eq!(reply_of(refusal(status, code, message)), expected, "{code}");
