@@ -16,7 +16,7 @@ use clap::Parser as _;
 use serde_json::Value;
 use sesrelay::cli::{Cli, Command as CliCommand};
 use sesrelay::config::Config;
-use sesrelay::upstream::{UpstreamTarget, UpstreamTls};
+use sesrelay::upstream::{SesEndpoint, UpstreamTarget, UpstreamTls};
 
 /// Where the image and the unit expect the configuration.
 const CONFIG_PATH: &str = "/etc/sesrelay/sesrelay.toml";
@@ -225,12 +225,25 @@ fn check_sesrelay_pod(
         resolved.verification.secret.is_some(),
         "{file}: set [verification] secret_env: the read-only mount cannot hold a generated key"
     );
-    let (_, password) = resolved
-        .upstream
-        .credentials
-        .as_ref()
-        .expect("upstream credentials");
-    assert_eq!(Some(password), env.get("SES_SMTP_PASSWORD"), "{file}");
+    // SES's SMTP endpoint takes the SMTP password from the Secret; the SES API upstream
+    // takes no password at all (the pod's IAM role signs), and nothing AWS-secret is in
+    // the Secret or the env.
+    if matches!(resolved.upstream.target, UpstreamTarget::Ses(_)) {
+        assert_eq!(resolved.upstream.credentials, None, "{file}");
+        for name in env.keys() {
+            assert!(
+                !name.starts_with("AWS_") && !name.starts_with("SES_SMTP"),
+                "{file}: {name} in the env: the SES API upstream uses the pod's role"
+            );
+        }
+    } else {
+        let (_, password) = resolved
+            .upstream
+            .credentials
+            .as_ref()
+            .expect("upstream credentials");
+        assert_eq!(Some(password), env.get("SES_SMTP_PASSWORD"), "{file}");
+    }
 
     // Locked down: not root, read-only root, no privilege, no capability.
     let security = &relay["securityContext"];
@@ -302,7 +315,7 @@ fn every_kubernetes_manifest_parses() {
             seen += 1;
         }
     }
-    assert!(seen >= 2, "the sidecar and shared-relay manifests");
+    assert!(seen >= 3, "the sidecar, SES API sidecar and shared-relay manifests");
 }
 
 #[test]
@@ -332,6 +345,39 @@ fn sidecar_manifest_holds_together() {
     let app_env = items(&app["env"], "app env");
     assert_eq!(named(app_env, "SMTP_HOST").unwrap()["value"], "127.0.0.1");
     assert_eq!(named(app_env, "SMTP_PORT").unwrap()["value"], "2525");
+}
+
+#[test]
+fn ses_api_sidecar_manifest_holds_together() {
+    let file = "deploy/kubernetes/sidecar-ses-api.yaml";
+    let docs = yaml_documents(file);
+    let pod = deployment_pod(&docs);
+    let relay = named(items(&pod["initContainers"], "initContainers"), "sesrelay")
+        .expect("sesrelay among the init containers");
+    assert_eq!(relay["restartPolicy"], "Always", "{file}: a native sidecar");
+    let (config, _) = check_sesrelay_pod(file, &docs, pod, relay);
+    assert!(
+        matches!(
+            &config.upstream.target,
+            UpstreamTarget::Ses(SesEndpoint::Standard { region }) if region == "us-east-1"
+        ),
+        "{file}: {:?}",
+        config.upstream.target
+    );
+    // The pod runs as the ServiceAccount the file defines, bound to an IAM role (IRSA).
+    let account = kind(&docs, "ServiceAccount");
+    assert_eq!(
+        pod["serviceAccountName"], account["metadata"]["name"],
+        "{file}: serviceAccountName"
+    );
+    let role = str_of(
+        &account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "the IRSA annotation",
+    );
+    assert!(
+        role.starts_with("arn:aws:iam::") && role.contains(":role/"),
+        "{file}: {role}"
+    );
 }
 
 #[test]
