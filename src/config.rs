@@ -117,6 +117,14 @@ pub struct DurationRange {
 }
 
 /// `server.idle_timeout`, `server.shutdown_timeout` and `upstream.timeout`: 1ms to 24h.
+/// `account.shared.timeout`: 1ms to 10s (a shared limiter slower than that defeats itself).
+pub const SHARED_TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(10),
+    min_text: "1ms",
+    max_text: "10s",
+};
+
 pub const TIMEOUT_RANGE: DurationRange = DurationRange {
     min: Duration::from_millis(1),
     max: Duration::from_secs(24 * 3600),
@@ -180,6 +188,68 @@ pub struct AccountLimits {
     /// `account.suppression_file`: where the suppression list is kept; `None`: beside the
     /// configuration file (`<stem>.suppression.json`).
     pub suppression_file: Option<PathBuf>,
+    /// `[account.shared]`: the quotas and idempotency keys replicas share on Redis.
+    pub shared: Option<SharedAccountConfig>,
+}
+
+impl AccountLimits {
+    /// One replica's share of the limits (each divided by `replicas`), for when the shared
+    /// store is away (`on_unavailable = "local"`). A limit of 0 (none) stays 0; a share is
+    /// never below one recipient.
+    pub fn share(&self, replicas: u32) -> AccountLimits {
+        let replicas = replicas.max(1);
+        AccountLimits {
+            max_send_rate: if self.max_send_rate > 0.0 {
+                self.max_send_rate / f64::from(replicas)
+            } else {
+                0.0
+            },
+            max_24_hour_send: if self.max_24_hour_send > 0 {
+                (self.max_24_hour_send / u64::from(replicas)).max(1)
+            } else {
+                0
+            },
+            suppression_file: self.suppression_file.clone(),
+            shared: None,
+        }
+    }
+}
+
+/// `[account.shared]` (SPEC 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedAccountConfig {
+    /// `redis://[user:password@]host[:port][/db]` (or `rediss://` is refused: not built).
+    pub redis_url: String,
+    /// Prefixed to every key sesrelay writes.
+    pub key_prefix: String,
+    /// The longest one Redis call may take before the relay does what `on_unavailable`
+    /// says.
+    pub timeout: Duration,
+    pub on_unavailable: OnUnavailable,
+    /// How many replicas share the account: each enforces `1/replicas` of the limits when
+    /// Redis is away and `on_unavailable = "local"`.
+    pub replicas: u32,
+}
+
+/// What a replica does when the shared store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Count locally, against this replica's share of the limits.
+    Local,
+    /// Refuse with `451 4.3.0` (the client tries again later).
+    Closed,
+    /// Accept without counting.
+    Open,
+}
+
+impl std::fmt::Display for OnUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnUnavailable::Local => "local",
+            OnUnavailable::Closed => "closed",
+            OnUnavailable::Open => "open",
+        })
+    }
 }
 
 /// A validated configuration: one immutable snapshot of everything the relay applies.
@@ -889,6 +959,17 @@ struct RawAccount {
     max_24_hour_send: Option<Spanned<i64>>,
     sending_enabled: Option<bool>,
     suppression_file: Option<Spanned<String>>,
+    shared: Option<RawShared>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    redis_url: Spanned<String>,
+    key_prefix: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    on_unavailable: Option<Spanned<String>>,
+    replicas: Option<Spanned<i64>>,
 }
 
 /// A TOML integer or float (`max_send_rate = 14` and `= 0.5` both read).
@@ -2134,8 +2215,104 @@ impl Source<'_> {
                 max_send_rate,
                 max_24_hour_send,
                 suppression_file,
+                shared: raw.shared.map(|shared| self.shared(shared)).transpose()?,
             },
         ))
+    }
+
+    /// `[account.shared]`.
+    fn shared(&self, raw: RawShared) -> Result<SharedAccountConfig, ConfigError> {
+        let url = raw.redis_url.get_ref();
+        let parsed = url::Url::parse(url).ok();
+        match parsed.as_ref().map(url::Url::scheme) {
+            Some("redis" | "valkey") if parsed.as_ref().is_some_and(|u| u.host().is_some()) => {}
+            Some("redis+unix" | "unix") => {}
+            Some("rediss" | "valkeys") => {
+                return Err(self.error(
+                    raw.redis_url.span(),
+                    "account.shared.redis_url",
+                    "TLS to Redis (rediss://) is not built into sesrelay: reach Redis on a \
+                     private network or through a TLS sidecar, with redis://",
+                ));
+            }
+            _ => {
+                return Err(self.error(
+                    raw.redis_url.span(),
+                    "account.shared.redis_url",
+                    format!(
+                        "{url:?} is not a Redis URL; write redis://HOST[:PORT][/DB] (user and \
+                         password may precede the host) or redis+unix:///PATH"
+                    ),
+                ));
+            }
+        }
+        if redis::Client::open(url.as_str()).is_err() {
+            return Err(self.error(
+                raw.redis_url.span(),
+                "account.shared.redis_url",
+                format!("{url:?} is not a Redis URL the client accepts"),
+            ));
+        }
+        let key_prefix = match raw.key_prefix {
+            None => "sesrelay:".to_owned(),
+            Some(prefix)
+                if prefix.get_ref().len() > 128
+                    || prefix
+                        .get_ref()
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || c == '{' || c == '}') =>
+            {
+                return Err(self.error(
+                    prefix.span(),
+                    "account.shared.key_prefix",
+                    "at most 128 characters, without spaces, control characters or braces (the \
+                     keys' hash tag is sesrelay's)",
+                ));
+            }
+            Some(prefix) => prefix.into_inner(),
+        };
+        let timeout = match raw.timeout {
+            None => Duration::from_millis(50),
+            some => self.duration(some, "account.shared.timeout", SHARED_TIMEOUT_RANGE, 0)?,
+        };
+        let on_unavailable = match raw.on_unavailable {
+            None => OnUnavailable::Local,
+            Some(value) => match value.get_ref().as_str() {
+                "local" => OnUnavailable::Local,
+                "closed" => OnUnavailable::Closed,
+                "open" => OnUnavailable::Open,
+                other => {
+                    return Err(self.error(
+                        value.span(),
+                        "account.shared.on_unavailable",
+                        format!("{other:?} is not one of \"local\", \"closed\", \"open\""),
+                    ));
+                }
+            },
+        };
+        let replicas = match raw.replicas {
+            None => 1,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(n @ 1..=10_000) => n,
+                _ => {
+                    return Err(self.error(
+                        n.span(),
+                        "account.shared.replicas",
+                        format!(
+                            "must be a number of replicas from 1 to 10000, not {}",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(SharedAccountConfig {
+            redis_url: url.clone(),
+            key_prefix,
+            timeout,
+            on_unavailable,
+            replicas,
+        })
     }
 
     fn policy(

@@ -23,6 +23,12 @@ pub enum Readiness {
     Draining,
     /// The last upstream check failed, with this error.
     UpstreamUnavailable(String),
+    /// Ready, but the account's shared store (Redis) does not answer: each message is
+    /// counted as `on_unavailable` says (`local` or `open`).
+    Degraded(String),
+    /// The shared store does not answer and `on_unavailable = "closed"`: every message
+    /// would get `451 4.3.0`.
+    SharedUnavailable(String),
 }
 
 /// The draining flag and the last upstream check.

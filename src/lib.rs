@@ -18,6 +18,7 @@ pub mod policy;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod shared;
 pub mod smtp;
 pub mod suppression;
 pub mod tls;

@@ -70,7 +70,17 @@ pub const REJECTION_REASONS: &[&str] = &[
     "upstream_bad_address",
     "too_large",
     "inflight_budget",
+    "quotas_unavailable",
 ];
+
+/// How the account's limits were checked (`sesrelay_account_checks_total{path}`): `local`
+/// (no `[account.shared]`), `shared` (Redis answered), and when Redis did not:
+/// `local_share` (this replica's share), `closed` (refused with 451), `open` (uncounted).
+pub const ACCOUNT_CHECK_PATHS: &[&str] = &["local", "shared", "local_share", "closed", "open"];
+
+/// Where send-email's idempotency was kept (`sesrelay_idempotency_checks_total{store}`):
+/// `shared` (Redis) or `local` (this process: no `[account.shared]`, or Redis away).
+pub const IDEMPOTENCY_STORES: &[&str] = &["shared", "local"];
 
 /// Every class of upstream error (`sesrelay_upstream_errors_total{class}`).
 pub const UPSTREAM_ERROR_CLASSES: &[&str] = &[
@@ -99,6 +109,16 @@ struct ClassLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    store: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -180,6 +200,8 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     api_requests: Family<ApiLabels, Counter>,
     events: EventCounters,
+    account_checks: Family<PathLabel, Counter>,
+    idempotency_checks: Family<StoreLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -275,6 +297,26 @@ impl Metrics {
             "Admin API requests, by SES operation and HTTP status",
             api_requests.clone(),
         );
+        let account_checks = Family::<PathLabel, Counter>::default();
+        registry.register(
+            "account_checks",
+            "Messages checked against the account's limits, by path (local, shared, local_share, closed, open)",
+            account_checks.clone(),
+        );
+        let idempotency_checks = Family::<StoreLabel, Counter>::default();
+        registry.register(
+            "idempotency_checks",
+            "send-email calls with an invocation id, by where their idempotency was kept (shared, local)",
+            idempotency_checks.clone(),
+        );
+        for &path in ACCOUNT_CHECK_PATHS {
+            account_checks.get_or_create(&PathLabel { path }).get();
+        }
+        for &store in IDEMPOTENCY_STORES {
+            idempotency_checks
+                .get_or_create(&StoreLabel { store })
+                .get();
+        }
         let events = EventCounters {
             published: Family::default(),
             retried: Family::default(),
@@ -341,7 +383,23 @@ impl Metrics {
             reloads,
             api_requests,
             events,
+            account_checks,
+            idempotency_checks,
         }
+    }
+
+    /// One message checked against the account's limits, by `path` (one of
+    /// [`ACCOUNT_CHECK_PATHS`]).
+    pub fn account_check(&self, path: &'static str) {
+        self.account_checks.get_or_create(&PathLabel { path }).inc();
+    }
+
+    /// One send-email call with an invocation id, its idempotency kept in `store` (one of
+    /// [`IDEMPOTENCY_STORES`]).
+    pub fn idempotency_check(&self, store: &'static str) {
+        self.idempotency_checks
+            .get_or_create(&StoreLabel { store })
+            .inc();
     }
 
     /// The event publisher's counters.

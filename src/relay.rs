@@ -5,15 +5,16 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::account::{Quotas, Throttle};
+use crate::account::{Quotas, Reservation, Throttle};
 use crate::capture::{self, CaptureStore, EventLog, NewCapture, SetSource, SimpleParts};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, OnUnavailable};
 use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
 use crate::message::{self, Message, Rewrite, Trace};
 use crate::metrics::{ConnectionRefusal, Metrics};
 use crate::password;
 use crate::policy::{Acceptance, Decision, Rejection, SenderLimit, is_mailbox_simulator};
+use crate::shared::{SharedCheck, SharedError, SharedStore};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Event, Handler, SessionConfig, Transaction};
 use crate::suppression::{self, SuppressionError, SuppressionList, SuppressionReason};
@@ -37,6 +38,8 @@ struct Snapshot {
     config: Arc<Config>,
     session: Arc<SessionConfig>,
     upstream: Arc<Upstream>,
+    /// `[account.shared]`'s store, when configured.
+    shared: Option<Arc<SharedStore>>,
 }
 
 /// The relay: the live configuration, the account's counters, the upstream, the metrics
@@ -64,7 +67,18 @@ pub enum RelayError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
+    Shared(#[from] SharedError),
+    #[error(transparent)]
     Suppression(#[from] SuppressionError),
+}
+
+/// A new configuration's parts that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Shared(#[from] SharedError),
 }
 
 /// Why a reload left the running configuration as it was.
@@ -80,11 +94,11 @@ pub enum ReloadError {
         path: String,
         keys: Vec<&'static str>,
     },
-    #[error("{path}: the new upstream cannot be set up: {source}")]
-    Upstream {
+    #[error("{path}: the new configuration cannot be set up: {source}")]
+    Setup {
         path: String,
         #[source]
-        source: UpstreamError,
+        source: SetupError,
     },
 }
 
@@ -107,18 +121,23 @@ impl ChangeGuard<'_> {
     /// Makes `config` live: messages whose DATA ends from now on are judged against it and
     /// go to its upstream (built anew only when `[upstream]` changed). Sessions keep the
     /// settings they started with; messages in flight finish on their snapshot.
-    pub fn apply(&mut self, config: Config) -> Result<(), UpstreamError> {
+    pub fn apply(&mut self, config: Config) -> Result<(), SetupError> {
         let current = self.relay.current();
         let upstream = if current.config.upstream == config.upstream {
             Arc::clone(&current.upstream)
         } else {
             Arc::new(Upstream::new(&config.upstream)?)
         };
+        let shared = if current.config.account.shared == config.account.shared {
+            current.shared.clone()
+        } else {
+            shared_store(&config)?
+        };
         *self.seen = Arc::from(config.source_text());
         self.relay
             .capture
             .configure(config.capture.max_messages, config.capture.max_bytes);
-        let next = Arc::new(snapshot(config, upstream));
+        let next = Arc::new(snapshot(config, upstream, shared));
         let mut guard = self
             .relay
             .live
@@ -137,6 +156,7 @@ impl Relay {
     /// its list in memory only.
     pub fn new(config: Config) -> Result<Relay, RelayError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let shared = shared_store(&config)?;
         let capture = CaptureStore::new(config.capture.max_messages, config.capture.max_bytes);
         let suppression = match &config.account.suppression_file {
             Some(file) => SuppressionList::load(file)?,
@@ -149,7 +169,7 @@ impl Relay {
         let metrics = Metrics::new();
         let events = Publisher::new(metrics.events().clone());
         Ok(Relay {
-            live: RwLock::new(Arc::new(snapshot(config, upstream))),
+            live: RwLock::new(Arc::new(snapshot(config, upstream, shared))),
             changes: tokio::sync::Mutex::new(seen),
             quotas: Quotas::new(),
             metrics,
@@ -212,12 +232,10 @@ impl Relay {
                     keys,
                 });
             }
-            changes
-                .apply(next)
-                .map_err(|source| ReloadError::Upstream {
-                    path: shown.clone(),
-                    source,
-                })?;
+            changes.apply(next).map_err(|source| ReloadError::Setup {
+                path: shown.clone(),
+                source,
+            })?;
             Ok(Reloaded::Applied)
         }
         .await;
@@ -262,15 +280,111 @@ impl Relay {
     /// What `/healthz/ready` answers now: draining, or the state of the live upstream
     /// (checked at most every [`health::CHECK_TTL`]).
     pub async fn readiness(&self) -> Readiness {
-        let upstream = Arc::clone(&self.current().upstream);
-        self.health
+        let snapshot = self.current();
+        let upstream = Arc::clone(&snapshot.upstream);
+        let readiness = self
+            .health
             .readiness(|| async move { upstream.probe(health::PROBE_TIMEOUT).await })
-            .await
+            .await;
+        match (&readiness, &snapshot.shared) {
+            (Readiness::Ready, Some(store)) => match store.ping().await {
+                Ok(()) => Readiness::Ready,
+                Err(e) if store.settings.on_unavailable == OnUnavailable::Closed => {
+                    Readiness::SharedUnavailable(e)
+                }
+                Err(e) => Readiness::Degraded(e),
+            },
+            _ => readiness,
+        }
     }
 
-    /// Recipients counted against the account's 24-hour quota now (`SentLast24Hours`).
-    pub fn sent_last_24_hours(&self) -> u64 {
+    /// Whether `[account.shared]` is configured, and its store then.
+    pub fn shared_store(&self) -> Option<Arc<SharedStore>> {
+        self.current().shared.clone()
+    }
+
+    /// Recipients counted against the account's 24-hour quota now (`SentLast24Hours`): by
+    /// every replica when the account is shared (this replica's own count when Redis does
+    /// not answer).
+    pub async fn sent_last_24_hours(&self) -> u64 {
+        let snapshot = self.current();
+        if let Some(store) = &snapshot.shared {
+            match store.sent_last_24_hours(&snapshot.config.account).await {
+                Ok(total) => return total,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SentLast24Hours: Redis did not answer, this replica's own count is shown");
+                }
+            }
+        }
         self.quotas.sent_last_24_hours()
+    }
+
+    /// Counts `recipients` against the account's limits: on Redis when the account is
+    /// shared, else (or when Redis does not answer and `on_unavailable` says so) here.
+    async fn reserve(&self, snapshot: &Snapshot, recipients: u64) -> Result<Hold, Refusal> {
+        let limits = &snapshot.config.account;
+        let Some(store) = &snapshot.shared else {
+            self.metrics.account_check("local");
+            return Ok(Hold::Local(
+                self.quotas
+                    .reserve(limits, recipients)
+                    .map_err(Refusal::Throttled)?,
+            ));
+        };
+        if recipients == 0 {
+            return Ok(Hold::Uncounted);
+        }
+        match store.reserve(limits, recipients).await {
+            SharedCheck::Reserved { minute } => {
+                self.metrics.account_check("shared");
+                Ok(Hold::Shared {
+                    store: Arc::clone(store),
+                    recipients,
+                    minute,
+                })
+            }
+            SharedCheck::Throttled(throttle) => {
+                self.metrics.account_check("shared");
+                Err(Refusal::Throttled(throttle))
+            }
+            SharedCheck::Unavailable(e) => match store.settings.on_unavailable {
+                OnUnavailable::Local => {
+                    self.metrics.account_check("local_share");
+                    tracing::debug!(error = %e, "Redis unavailable: this replica's share of the limits");
+                    let share = limits.share(store.settings.replicas);
+                    Ok(Hold::Local(
+                        self.quotas
+                            .reserve(&share, recipients)
+                            .map_err(Refusal::Throttled)?,
+                    ))
+                }
+                OnUnavailable::Closed => {
+                    self.metrics.account_check("closed");
+                    Err(Refusal::QuotasUnavailable)
+                }
+                OnUnavailable::Open => {
+                    self.metrics.account_check("open");
+                    Ok(Hold::Uncounted)
+                }
+            },
+        }
+    }
+
+    /// Gives back what `hold` counted: the upstream did not take the message.
+    async fn refund(&self, config: &Config, hold: Hold) {
+        match hold {
+            Hold::Local(reservation) => self.quotas.refund(reservation),
+            Hold::Shared {
+                store,
+                recipients,
+                minute,
+            } => {
+                if let Err(e) = store.refund(&config.account, recipients, minute).await {
+                    tracing::warn!(error = %e, recipients, "Redis did not take back a refused message's recipients");
+                }
+            }
+            Hold::Uncounted => {}
+        }
     }
 
     /// The configuration in force now.
@@ -287,7 +401,17 @@ impl Relay {
     }
 }
 
-fn snapshot(config: Config, upstream: Arc<Upstream>) -> Snapshot {
+/// The shared store `config` asks for, if any.
+fn shared_store(config: &Config) -> Result<Option<Arc<SharedStore>>, SharedError> {
+    config
+        .account
+        .shared
+        .as_ref()
+        .map(|settings| SharedStore::new(settings).map(Arc::new))
+        .transpose()
+}
+
+fn snapshot(config: Config, upstream: Arc<Upstream>, shared: Option<Arc<SharedStore>>) -> Snapshot {
     let session = SessionConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: config.server.max_message_size,
@@ -304,6 +428,7 @@ fn snapshot(config: Config, upstream: Arc<Upstream>) -> Snapshot {
         config: Arc::new(config),
         session: Arc::new(session),
         upstream,
+        shared,
     }
 }
 
@@ -440,6 +565,22 @@ pub enum Refusal {
     Throttled(Throttle),
     /// The upstream did not take it.
     Upstream(DeliveryError),
+    /// The account is shared, Redis did not answer, and `on_unavailable = "closed"`.
+    QuotasUnavailable,
+}
+
+/// Recipients counted for one accepted message, to give back if the upstream refuses it.
+enum Hold {
+    /// In this process's counters.
+    Local(Reservation),
+    /// On Redis, in the minute bucket `minute`.
+    Shared {
+        store: Arc<SharedStore>,
+        recipients: u64,
+        minute: i64,
+    },
+    /// Not counted (no recipient to count, or Redis away with `on_unavailable = "open"`).
+    Uncounted,
 }
 
 impl Refusal {
@@ -449,6 +590,7 @@ impl Refusal {
             Refusal::Rejected(rejection) => rejection_reply(rejection),
             Refusal::Throttled(throttle) => reply::throttled(&throttle.to_string()),
             Refusal::Upstream(e) => delivery_reply(e),
+            Refusal::QuotasUnavailable => reply::quotas_unavailable(),
         }
     }
 
@@ -459,6 +601,7 @@ impl Refusal {
             Refusal::Rejected(rejection) => rejection.code(),
             Refusal::Throttled(Throttle::Rate) => "throttled_rate",
             Refusal::Throttled(Throttle::Quota) => "throttled_quota",
+            Refusal::QuotasUnavailable => "quotas_unavailable",
             Refusal::Upstream(e) => match e {
                 DeliveryError::Refused { .. } => "upstream_refused",
                 DeliveryError::Unavailable(_) => "upstream_unavailable",
@@ -473,7 +616,7 @@ impl Refusal {
     pub fn is_permanent(&self) -> bool {
         match self {
             Refusal::Rejected(_) => true,
-            Refusal::Throttled(_) => false,
+            Refusal::Throttled(_) | Refusal::QuotasUnavailable => false,
             Refusal::Upstream(e) => e.is_permanent(),
         }
     }
@@ -660,10 +803,9 @@ impl Relay {
             .iter()
             .filter(|r| !is_mailbox_simulator(&r.to_ascii_lowercase()))
             .count() as u64;
-        let reservation = match self.quotas.reserve(&config.account, counted) {
+        let reservation = match self.reserve(&snapshot, counted).await {
             Ok(reservation) => reservation,
-            Err(throttle) => {
-                let refusal = Refusal::Throttled(throttle);
+            Err(refusal) => {
                 self.metrics.rejected(refusal.reason());
                 outcome.throttled(&acceptance, &refusal);
                 keep(
@@ -820,7 +962,7 @@ impl Relay {
                     }
                     settle_unforwarded(emitter.as_ref());
                 }
-                self.quotas.refund(reservation);
+                self.refund(&config, reservation).await;
                 let refusal = Refusal::Upstream(e);
                 self.metrics.rejected(refusal.reason());
                 outcome.upstream_failed(&acceptance, &refusal);

@@ -26,6 +26,8 @@ pub enum ServerError {
     Verification(#[from] VerificationError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Shared(crate::shared::SharedError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -39,6 +41,7 @@ impl From<RelayError> for ServerError {
         match e {
             RelayError::Upstream(e) => ServerError::Upstream(e),
             RelayError::Suppression(e) => ServerError::Suppression(e),
+            RelayError::Shared(e) => ServerError::Shared(e),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -528,7 +528,7 @@ pub async fn get_account(State(state): State<AdminState>) -> Result<Response, Ap
         "SendQuota": {
             "Max24HourSend": reported_limit(config.account.max_24_hour_send as f64),
             "MaxSendRate": reported_limit(config.account.max_send_rate),
-            "SentLast24Hours": state.relay.sent_last_24_hours() as f64,
+            "SentLast24Hours": state.relay.sent_last_24_hours().await as f64,
         },
         "SuppressionAttributes": super::suppression::reasons_object(
             &state.relay.suppression().account_reasons()
@@ -782,6 +782,9 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::Throttled(throttle @ Throttle::Quota) => {
             ApiError::limit_exceeded(throttle.to_string())
         }
+        Refusal::QuotasUnavailable => ApiError::service_unavailable(
+            "The account's sending quotas cannot be checked now; try again later.",
+        ),
         Refusal::Upstream(e @ DeliveryError::BadAddress(_)) => ApiError::bad_request(e.to_string()),
         Refusal::Upstream(e) if e.is_permanent() => {
             ApiError::message_rejected(crate::relay::delivery_reply(&e).to_line())
@@ -806,6 +809,58 @@ pub async fn send_email(
         None => send_once(&state, peer, &body).await,
         Some(invocation) => {
             let key = idempotency::key(invocation, &body).await;
+            // Replicas sharing the account share the calls too (SPEC 12); without Redis,
+            // this process remembers them.
+            if let Some(store) = state.relay.shared_store() {
+                let wait = state.relay.config().upstream.timeout + Duration::from_secs(10);
+                match idempotency::shared_claim(&store, invocation, &key, wait).await {
+                    idempotency::SharedClaim::First => {
+                        state.relay.metrics().idempotency_check("shared");
+                        let slot = Arc::clone(&state.detached_sends)
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| {
+                                ApiError::internal("send-email failed inside sesrelay.")
+                            })?;
+                        let invocation = invocation.to_owned();
+                        let task = tokio::spawn(async move {
+                            let _slot = slot;
+                            let answer = send_once(&state, peer, &body).await;
+                            idempotency::shared_finish(
+                                &store,
+                                &invocation,
+                                &key,
+                                &answer,
+                                kept(&answer),
+                            )
+                            .await;
+                            answer
+                        });
+                        let answer = task.await.unwrap_or_else(|_| {
+                            Err(ApiError::internal("send-email failed inside sesrelay."))
+                        });
+                        return answer.map(|id| Json(json!({ "MessageId": id })).into_response());
+                    }
+                    idempotency::SharedClaim::Answer(answer) => {
+                        state.relay.metrics().idempotency_check("shared");
+                        tracing::info!(
+                            invocation_id = %invocation.chars().take(64).collect::<String>(),
+                            "send-email retry of a call already seen (shared): it gets the first attempt's answer"
+                        );
+                        return answer.map(|id| Json(json!({ "MessageId": id })).into_response());
+                    }
+                    idempotency::SharedClaim::Conflict => {
+                        state.relay.metrics().idempotency_check("shared");
+                        return Err(ApiError::bad_request(
+                            "The amz-sdk-invocation-id was already used for another request.",
+                        ));
+                    }
+                    idempotency::SharedClaim::Unavailable(e) => {
+                        tracing::debug!(error = %e, "Redis unavailable: send-email's idempotency kept in this process");
+                    }
+                }
+            }
+            state.relay.metrics().idempotency_check("local");
             match state.send_email_calls.claim(key) {
                 Claim::First(pending) => {
                     let slot = Arc::clone(&state.detached_sends)

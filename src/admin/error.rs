@@ -87,6 +87,31 @@ impl ApiError {
     }
 }
 
+/// Every code an [`ApiError`] is made with: an answer kept elsewhere (the shared
+/// idempotency store) names its code by text and gets it back from this list.
+const CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AlreadyExistsException",
+    "BadRequestException",
+    "InternalFailure",
+    "LimitExceededException",
+    "MessageRejected",
+    "NotFoundException",
+    "SendingPausedException",
+    "ServiceUnavailable",
+    "TooManyRequestsException",
+];
+
+impl ApiError {
+    /// An error kept as text (status, code, message), made an `ApiError` again; `None` for
+    /// a status or code that no `ApiError` has.
+    pub fn from_parts(status: u16, code: &str, message: &str) -> Option<ApiError> {
+        let status = StatusCode::from_u16(status).ok()?;
+        let code = CODES.iter().find(|c| **c == code)?;
+        Some(ApiError::new(status, code, message))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "message": self.message, "__type": self.code });

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::error::ApiError;
+use crate::shared::SharedStore;
+
 /// How long an answer is kept after its call's first attempt arrived: 15 minutes, far
 /// longer than any SDK's retries of one call take.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -244,6 +247,193 @@ impl<T: Clone> Waiter<T> {
             Ok(answer) => answer.clone(),
             Err(_) => None,
         }
+    }
+}
+
+/// What the shared store says of an attempt ([`shared_claim`]).
+pub enum SharedClaim {
+    /// The first attempt of the call on any replica: run it, then [`shared_finish`].
+    First,
+    /// The call's answer, from whichever replica ran it.
+    Answer(Result<String, ApiError>),
+    /// The invocation id was used for another request body.
+    Conflict,
+    /// Redis did not answer: keep idempotency in this process instead.
+    Unavailable(String),
+}
+
+/// How often a waiting attempt looks at the shared record again.
+const SHARED_POLL: Duration = Duration::from_millis(25);
+
+/// A call's record on Redis (JSON): the call's key (the id and the body, hashed) and, once
+/// the first attempt has finished, its answer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedRecord {
+    call: String,
+    #[serde(default)]
+    answer: Option<StoredAnswer>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAnswer {
+    status: u16,
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The shared record's Redis key for `invocation`: the id hashed, so that no header byte
+/// reaches a key name.
+fn shared_key(store: &SharedStore, invocation: &str) -> String {
+    store.idempotency_key(&hex::encode(Sha256::digest(invocation.as_bytes())))
+}
+
+/// The first attempt of the call `key` (id `invocation`) on any replica, or the answer of
+/// the one that was, waiting up to `wait` for it while it runs (`SET NX PX` then polling).
+pub async fn shared_claim(
+    store: &SharedStore,
+    invocation: &str,
+    key: &Key,
+    wait: Duration,
+) -> SharedClaim {
+    let redis_key = shared_key(store, invocation);
+    let call = hex::encode(key);
+    let pending = serde_json::to_string(&SharedRecord {
+        call: call.clone(),
+        answer: None,
+    })
+    .unwrap_or_default();
+    // A first attempt whose replica died leaves its mark this long.
+    let pending_ttl = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let deadline = Instant::now() + wait;
+    loop {
+        let claimed = store
+            .call(|mut connection| {
+                let (redis_key, pending) = (redis_key.clone(), pending.clone());
+                async move {
+                    redis::cmd("SET")
+                        .arg(redis_key)
+                        .arg(pending)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(pending_ttl)
+                        .query_async::<Option<String>>(&mut connection)
+                        .await
+                }
+            })
+            .await;
+        match claimed {
+            Err(e) => return SharedClaim::Unavailable(e),
+            Ok(Some(_)) => return SharedClaim::First,
+            Ok(None) => {}
+        }
+        // Another attempt has the call: read its record until it holds an answer.
+        loop {
+            let record = store
+                .call(|mut connection| {
+                    let redis_key = redis_key.clone();
+                    async move {
+                        redis::cmd("GET")
+                            .arg(redis_key)
+                            .query_async::<Option<String>>(&mut connection)
+                            .await
+                    }
+                })
+                .await;
+            let record = match record {
+                Err(e) => return SharedClaim::Unavailable(e),
+                // Gone: the first attempt failed in a way a retry may mend. Claim again.
+                Ok(None) => break,
+                Ok(Some(text)) => serde_json::from_str::<SharedRecord>(&text).ok(),
+            };
+            let Some(record) = record else {
+                return SharedClaim::Unavailable(
+                    "an idempotency record that is not sesrelay's".into(),
+                );
+            };
+            if record.call != call {
+                return SharedClaim::Conflict;
+            }
+            if let Some(answer) = record.answer {
+                return SharedClaim::Answer(match answer.message_id {
+                    Some(id) if answer.status == 200 => Ok(id),
+                    _ => Err(ApiError::from_parts(
+                        answer.status,
+                        answer.code.as_deref().unwrap_or_default(),
+                        answer.message.as_deref().unwrap_or_default(),
+                    )
+                    .unwrap_or_else(|| {
+                        ApiError::internal("The first attempt's answer cannot be read.")
+                    })),
+                });
+            }
+            if Instant::now() >= deadline {
+                return SharedClaim::Answer(Err(ApiError::service_unavailable(
+                    "The first attempt of this call is still running; try again.",
+                )));
+            }
+            tokio::time::sleep(SHARED_POLL).await;
+        }
+    }
+}
+
+/// The first attempt's end: with `keep`, its answer is stored for [`WINDOW`] for every
+/// later attempt on any replica; without, the record is removed so that a retry runs again.
+pub async fn shared_finish(
+    store: &SharedStore,
+    invocation: &str,
+    key: &Key,
+    answer: &Result<String, ApiError>,
+    keep: bool,
+) {
+    let redis_key = shared_key(store, invocation);
+    let result = if keep {
+        let stored = match answer {
+            Ok(id) => StoredAnswer {
+                status: 200,
+                message_id: Some(id.clone()),
+                code: None,
+                message: None,
+            },
+            Err(e) => StoredAnswer {
+                status: e.status.as_u16(),
+                message_id: None,
+                code: Some(e.code.to_owned()),
+                message: Some(e.message.clone()),
+            },
+        };
+        let record = serde_json::to_string(&SharedRecord {
+            call: hex::encode(key),
+            answer: Some(stored),
+        })
+        .unwrap_or_default();
+        let ttl = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
+        store
+            .call(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(redis_key)
+                    .arg(record)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await
+    } else {
+        store
+            .call(|mut connection| async move {
+                redis::cmd("DEL")
+                    .arg(redis_key)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "send-email's answer could not be kept on Redis: a retry on another replica may send again");
     }
 }
 

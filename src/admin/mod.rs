@@ -321,8 +321,21 @@ async fn health_live() -> Response {
 async fn health_ready(State(state): State<AdminState>) -> Response {
     use crate::health::Readiness;
     use axum::http::StatusCode;
+    let shared = state.relay.shared_store().is_some();
     match state.relay.readiness().await {
+        Readiness::Ready if shared => probe_answer(
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "shared_account": "shared"}),
+        ),
         Readiness::Ready => probe_answer(StatusCode::OK, serde_json::json!({"status": "ready"})),
+        Readiness::Degraded(error) => probe_answer(
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "shared_account": "degraded", "error": error}),
+        ),
+        Readiness::SharedUnavailable(error) => probe_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "shared account unavailable", "error": error}),
+        ),
         Readiness::Draining => probe_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "draining"}),

@@ -385,6 +385,15 @@ pub fn local_error() -> Reply {
     )
 }
 
+/// `[account.shared]` with `on_unavailable = "closed"`, and Redis does not answer.
+pub fn quotas_unavailable() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "The account's sending quotas cannot be checked now, try again later",
+    )
+}
+
 pub fn upstream_unavailable() -> Reply {
     Reply::new(451, "4.4.1", "Upstream unavailable, try again later")
 }
