@@ -437,6 +437,46 @@ fn shared_relay_manifest_holds_together() {
         );
     }
 
+    // The replicas share the account on the Valkey of valkey.yaml: its Service's name and
+    // port, and as many replicas as the Deployment runs.
+    let shared = config
+        .account
+        .shared
+        .as_ref()
+        .unwrap_or_else(|| panic!("{file}: [account.shared]"));
+    assert_eq!(
+        u64::from(shared.replicas),
+        deployment["spec"]["replicas"].as_u64().unwrap(),
+        "{file}: account.shared.replicas"
+    );
+    let valkey_file = "deploy/kubernetes/valkey.yaml";
+    let valkey = yaml_documents(valkey_file);
+    let valkey_service = kind(&valkey, "Service");
+    let valkey_port = items(&valkey_service["spec"]["ports"], "Valkey ports")[0]["port"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        shared.redis_url,
+        format!(
+            "redis://{}:{valkey_port}/0",
+            str_of(&valkey_service["metadata"]["name"], "Valkey Service name")
+        ),
+        "{file}: account.shared.redis_url names valkey.yaml's Service"
+    );
+    let valkey_pod = &kind(&valkey, "Deployment")["spec"]["template"];
+    assert_eq!(
+        &valkey_service["spec"]["selector"], &valkey_pod["metadata"]["labels"],
+        "{valkey_file}: Service selector"
+    );
+    let valkey_args: Vec<&str> = items(&valkey_pod["spec"]["containers"][0]["args"], "args")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect();
+    assert!(
+        valkey_args.windows(2).any(|w| w == ["--appendonly", "no"]),
+        "{valkey_file}: no persistence"
+    );
+
     // The PodDisruptionBudget covers these pods and keeps one of them.
     let pdb = kind(&docs, "PodDisruptionBudget");
     assert_eq!(
