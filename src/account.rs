@@ -206,6 +206,7 @@ mod tests {
             max_send_rate: rate,
             max_24_hour_send: day,
             suppression_file: None,
+            shared: None,
         }
     }
 

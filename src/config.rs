@@ -2810,6 +2810,28 @@ mod tests {
     }
 
     #[test]
+    fn a_replicas_share_of_the_limits() {
+        let limits = AccountLimits {
+            max_send_rate: 14.0,
+            max_24_hour_send: 50_000,
+            suppression_file: None,
+            shared: None,
+        };
+        let share = limits.share(4);
+        assert_eq!(share.max_send_rate, 3.5);
+        assert_eq!(share.max_24_hour_send, 12_500);
+        // No limit stays no limit; a share is never below one recipient.
+        let none = AccountLimits {
+            max_send_rate: 0.0,
+            max_24_hour_send: 3,
+            ..limits.clone()
+        }
+        .share(10);
+        assert_eq!((none.max_send_rate, none.max_24_hour_send), (0.0, 1));
+        assert_eq!(limits.share(0).max_24_hour_send, 50_000);
+    }
+
+    #[test]
     fn upstream_urls() {
         assert!(matches!(
             parse_upstream_url("smtp://127.0.0.1:2526"),
