@@ -19,6 +19,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod smtp;
+pub mod statistics;
 pub mod suppression;
 pub mod tls;
 pub mod upstream;

@@ -315,7 +315,10 @@ fn every_kubernetes_manifest_parses() {
             seen += 1;
         }
     }
-    assert!(seen >= 3, "the sidecar, SES API sidecar and shared-relay manifests");
+    assert!(
+        seen >= 3,
+        "the sidecar, SES API sidecar and shared-relay manifests"
+    );
 }
 
 #[test]

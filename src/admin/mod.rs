@@ -728,6 +728,20 @@ async fn authorize(
                 "sesrelay serves its API to loopback clients only; configure [admin] access_keys to sign requests from elsewhere.",
             ));
         }
+        // A v1 request is a form post, which any web page can send cross-site without a
+        // preflight: loopback is no defence, so it must carry a SigV4 Authorization
+        // header, well-formed (any credentials) even without keys (SPEC 11).
+        if v1_query {
+            let checked = match sigv4::check_head_any_key(&head, "ses", now) {
+                Err(sigv4::SigV4Error::WrongService { .. }) => {
+                    sigv4::check_head_any_key(&head, "email", now)
+                }
+                other => other,
+            };
+            if let Err(e) = checked {
+                return refuse(signature_refused(peer, &e));
+            }
+        }
         None
     } else {
         // v1 clients may scope their signature to `email`, the v1 endpoint's prefix.
