@@ -3,71 +3,18 @@
 //! (v1) client reading the v1 XML error of an action sesrelay does not serve
 //! (tests/v1_api.rs has the v1 operations).
 //!
-//! The Python is `$SESRELAY_PYTHON`, else `python3` on PATH; it must have boto3 (`.ci/run`
-//! installs it in the virtual environment of the aws CLI and sets the variable). Without
-//! it these tests fail and say what to install.
+//! The Python is `$SESRELAY_PYTHON`, else `python3` on PATH, with boto3
+//! ([`common::python`]).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::python::run_python;
 use common::{Capture, Script};
 use sesrelay::config::Config;
 use sesrelay::server::Server;
 use tokio::sync::watch;
-
-/// A Python with boto3.
-fn python() -> PathBuf {
-    let python = std::env::var_os("SESRELAY_PYTHON")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let has_boto3 = std::process::Command::new(&python)
-        .args(["-c", "import boto3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        has_boto3,
-        "{} has no boto3: `pip install boto3` (in a virtual environment), then set \
-         SESRELAY_PYTHON to its python (.ci/run does this)",
-        python.display()
-    );
-    python
-}
-
-/// Runs `script` with `args`; its standard output (it must exit 0 within 60 s).
-async fn run_python(script: &str, args: &[&str]) -> String {
-    let mut cmd = tokio::process::Command::new(python());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the script ends within 60 s")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the script failed ({}):\n--- stdout:\n{stdout}\n--- stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The relay in this process, with its admin API, sending through `upstream`; the admin
 /// URL and what stops it.

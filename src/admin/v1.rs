@@ -431,10 +431,9 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::Rejected(rejection) => {
             let message = rejection.message();
             match rejection {
-                Rejection::NotVerified { .. }
-                | Rejection::TooManyRecipients(_)
-                | Rejection::MissingFrom
-                | Rejection::DuplicateHeader(_) => v1("MessageRejected", message),
+                Rejection::NotVerified { .. } | Rejection::TooManyRecipients(_) => {
+                    v1("MessageRejected", message)
+                }
                 Rejection::ConfigurationSetDoesNotExist(_)
                 | Rejection::DefaultConfigurationSetDeleted(_) => {
                     v1("ConfigurationSetDoesNotExist", message)
@@ -443,9 +442,10 @@ fn refusal_error(refusal: Refusal) -> ApiError {
                     v1("ConfigurationSetSendingPausedException", message)
                 }
                 Rejection::AccountSendingPaused => v1("AccountSendingPausedException", message),
-                Rejection::InvalidAddress(_) | Rejection::InvalidTag(_) => {
-                    v1("InvalidParameterValue", message)
-                }
+                Rejection::InvalidAddress(_)
+                | Rejection::InvalidTag(_)
+                | Rejection::MissingFrom
+                | Rejection::DuplicateHeader(_) => v1("InvalidParameterValue", message),
                 Rejection::SenderNotAllowed { .. } => ApiError::access_denied(message),
             }
         }

@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod events;
 pub mod peers;
+pub mod python;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
