@@ -818,6 +818,21 @@ async fn unsigned_and_unknown_requests_are_refused_in_xml() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<SendRawEmailResult>"), "{body}");
     assert_eq!(setup.upstream.wait_for(1).await.len(), 1);
+    // The request counter names the v1 actions answered; the refusals before them are
+    // counted as requests to `/`.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sesrelay_api_requests_total{operation=\"SendRawEmail\",status=\"200\"} 1",
+        "sesrelay_api_requests_total{operation=\"Unknown\",status=\"403\"} 4",
+        "sesrelay_api_requests_total{operation=\"Unknown\",status=\"400\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     setup.stop().await;
 }
 

@@ -377,8 +377,8 @@ async fn api_disabled() -> ApiError {
 }
 
 /// Counts every request but the probe routes' and the pages' in `sesrelay_api_requests_total`, by SES
-/// operation ([`crate::metrics::api_operation`]) and status, refusals by `guard` and
-/// `authorize` included.
+/// operation ([`crate::metrics::api_operation`], or the v1 action a handler answered,
+/// [`v1::Operation`]) and status, refusals by `guard` and `authorize` included.
 async fn count_requests(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz/live" | "/healthz/ready" | "/metrics")
@@ -388,6 +388,11 @@ async fn count_requests(State(state): State<AdminState>, request: Request, next:
     }
     let operation = crate::metrics::api_operation(request.method(), path);
     let response = next.run(request).await;
+    // A v1 request names its action in its body: the handler tells it.
+    let operation = response
+        .extensions()
+        .get::<v1::Operation>()
+        .map_or(operation, |v1| v1.0);
     state
         .relay
         .metrics()

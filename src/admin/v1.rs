@@ -214,7 +214,7 @@ pub async fn query(
         Action::ListConfigurationSets => list_configuration_sets(&state, &params),
         Action::DescribeConfigurationSet => describe_configuration_set(&state, &params),
     };
-    match answer {
+    let mut response = match answer {
         Ok(result) => answer_xml(&request_id, action, result),
         Err(e) => {
             tracing::info!(
@@ -225,8 +225,15 @@ pub async fn query(
             );
             render_error(&request_id, &e)
         }
-    }
+    };
+    response.extensions_mut().insert(Operation(action.name()));
+    response
 }
+
+/// The v1 action a response answered, for the request counter's `operation` label (one of
+/// the served actions' names: a closed list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation(pub &'static str);
 
 // ---------------------------------------------------------------------------------------
 // The form.
