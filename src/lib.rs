@@ -20,6 +20,7 @@ pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod smtp;
+pub mod statistics;
 pub mod suppression;
 pub mod tls;
 pub mod upstream;

@@ -17,6 +17,7 @@ use crate::policy::{Acceptance, Decision, Rejection, SenderLimit, is_mailbox_sim
 use crate::shared::{SharedCheck, SharedError, SharedStore};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Event, Handler, SessionConfig, Transaction};
+use crate::statistics::{Counts, SendStatistics};
 use crate::suppression::{self, SuppressionError, SuppressionList, SuppressionReason};
 use crate::tls::TlsInfo;
 use crate::upstream::{Delivered, DeliveryError, Envelope, Tagging, Upstream, UpstreamError};
@@ -51,6 +52,8 @@ pub struct Relay {
     /// as last looked at, applied or refused.
     changes: tokio::sync::Mutex<Arc<str>>,
     quotas: Quotas,
+    /// What GetSendStatistics reports.
+    statistics: SendStatistics,
     metrics: Metrics,
     health: Health,
     /// The account's suppression list (shared with the tasks that add to it after a
@@ -172,6 +175,7 @@ impl Relay {
             live: RwLock::new(Arc::new(snapshot(config, upstream, shared))),
             changes: tokio::sync::Mutex::new(seen),
             quotas: Quotas::new(),
+            statistics: SendStatistics::new(),
             metrics,
             health: Health::new(),
             suppression: Arc::new(suppression),
@@ -387,6 +391,11 @@ impl Relay {
         }
     }
 
+    /// The sends counted in 15-minute intervals (SES v1's GetSendStatistics).
+    pub fn statistics(&self) -> &SendStatistics {
+        &self.statistics
+    }
+
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.current().config)
@@ -455,6 +464,40 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
 
 /// The SMTP reply for a delivery that did not happen: the upstream's own refusal passes
 /// through (4xx stays 4xx); everything else gets sesrelay's reply for its kind.
+/// What one submission adds to the send statistics ([`crate::statistics`]).
+fn statistics_counts(recipients: &[String], result: &Result<String, Refusal>) -> Counts {
+    let all = recipients.len() as u64;
+    match result {
+        Ok(_) => {
+            let simulated = |kinds: &[events::Simulated]| {
+                recipients
+                    .iter()
+                    .filter(|r| events::simulated(r).is_some_and(|s| kinds.contains(&s)))
+                    .count() as u64
+            };
+            Counts {
+                delivery_attempts: all,
+                bounces: simulated(&[
+                    events::Simulated::Bounce,
+                    events::Simulated::SuppressionList,
+                ]),
+                complaints: simulated(&[events::Simulated::Complaint]),
+                rejects: 0,
+            }
+        }
+        Err(Refusal::Rejected(_)) => Counts {
+            rejects: 1,
+            ..Counts::default()
+        },
+        Err(Refusal::Upstream(e)) if e.is_permanent() => Counts {
+            delivery_attempts: all,
+            bounces: all,
+            ..Counts::default()
+        },
+        Err(_) => Counts::default(),
+    }
+}
+
 pub fn delivery_reply(e: &DeliveryError) -> Reply {
     match e {
         DeliveryError::Refused { code, text } => Reply::relayed(*code, text),
@@ -635,6 +678,17 @@ impl Relay {
     /// publishes nothing, since the client sends again. The simulator's recipients get the
     /// events of their names.
     pub async fn submit(&self, submission: Submission) -> Result<String, Refusal> {
+        let recipients = submission.rcpt_to.clone();
+        let result = self.submit_counted(submission).await;
+        self.statistics.add(
+            std::time::SystemTime::now(),
+            statistics_counts(&recipients, &result),
+        );
+        result
+    }
+
+    /// [`Relay::submit`] but for the statistics.
+    async fn submit_counted(&self, submission: Submission) -> Result<String, Refusal> {
         let started = Instant::now();
         let accepted_at = time::OffsetDateTime::now_utc();
         let snapshot = self.current();

@@ -706,8 +706,8 @@ async fn bodies_must_be_json() {
         assert_eq!(reply.status, 200, "{content_type:?} {reply:?}");
     }
     // The v1 API's form posts to `/` pass when they carry a SigV4 Authorization header
-    // (then the access check judges them), and are refused without one, as AWS refuses an
-    // unsigned v1 request (403, in v1's XML).
+    // (then the access check judges them: without access keys, its form and date), and
+    // are refused without one, as AWS refuses an unsigned v1 request (403, in v1's XML).
     let form = "Action=ListIdentities";
     let post = |auth: &str| {
         format!(
@@ -724,6 +724,8 @@ async fn bodies_must_be_json() {
             .contains("<Code>MissingAuthenticationToken</Code>"),
         "{reply:?}"
     );
+    // A head that is no SigV4 signature (no date, a scope of the wrong day, a signature
+    // of one digit) is refused too.
     let reply = exchange(
         api.admin,
         post("Authorization: AWS4-HMAC-SHA256 Credential=x/y/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0\r\n").as_bytes(),
@@ -731,7 +733,21 @@ async fn bodies_must_be_json() {
     .await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert!(
-        reply.body.contains("<Code>InvalidAction</Code>"),
+        reply.body.contains("<Code>IncompleteSignature</Code>"),
+        "{reply:?}"
+    );
+    let (authorization, amz_date) = common::v1_authorization();
+    let reply = exchange(
+        api.admin,
+        post(&format!(
+            "Authorization: {authorization}\r\nX-Amz-Date: {amz_date}\r\n"
+        ))
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.body.contains("<ListIdentitiesResponse xmlns="),
         "{reply:?}"
     );
     api.stop().await;

@@ -362,7 +362,10 @@ async fn post_form(
         )
         .body(form.to_owned());
     if !authorization.is_empty() {
-        req = req.header("authorization", authorization);
+        let (_, amz_date) = common::v1_authorization();
+        req = req
+            .header("authorization", authorization)
+            .header("x-amz-date", amz_date);
     }
     let resp = req.send().await.unwrap();
     let header = |name: &str| {
@@ -376,32 +379,29 @@ async fn post_form(
     (status, content_type, request_id, resp.text().await.unwrap())
 }
 
-/// What the aws CLI and boto3 send (without access keys, any well-formed signature passes).
-const V1_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000";
-
 #[tokio::test]
 async fn v1_query_requests_get_v1s_xml_error() {
     let upstream = Capture::start(Script::default()).await;
     let api = Api::start(&upstream.url()).await;
-    let raw = "RnJvbTogc2VuZGVyQGV4YW1wbGUuY29tDQpUbzogYm9iQGV4YW1wbGUubmV0DQoNCmhp";
-    let form = format!(
-        "Action=SendRawEmail&RawMessage.Data={}&Version=2010-12-01",
-        raw.replace('=', "%3D")
-    );
-    let (status, content_type, request_id, body) =
-        post_form(&api, "/", V1_AUTHORIZATION, &form).await;
+    // What the aws CLI and boto3 send (without access keys, any well-formed signature
+    // passes).
+    let (authorization, _) = common::v1_authorization();
+    let authorization = authorization.as_str();
+    // An action sesrelay does not serve.
+    let form = "Action=ListTemplates&MaxItems=10&Version=2010-12-01";
+    let (status, content_type, request_id, body) = post_form(&api, "/", authorization, form).await;
     assert_eq!((status, content_type.as_str()), (400, "text/xml"), "{body}");
     assert!(uuid::Uuid::parse_str(&request_id).is_ok(), "{request_id:?}");
     assert_eq!(
         body,
         format!(
-            "<ErrorResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\">\n  <Error>\n    <Type>Sender</Type>\n    <Code>InvalidAction</Code>\n    <Message>Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=SendRawEmail) is not available.</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n"
+            "<ErrorResponse xmlns=\"http://ses.amazonaws.com/doc/2010-12-01/\">\n  <Error>\n    <Type>Sender</Type>\n    <Code>InvalidAction</Code>\n    <Message>Unrecognized action: sesrelay does not serve the v1 action ListTemplates.</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n"
         )
     );
 
     // No Action at all.
     let (status, _, request_id, body) =
-        post_form(&api, "/", V1_AUTHORIZATION, "Version=2010-12-01").await;
+        post_form(&api, "/", authorization, "Version=2010-12-01").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("<Code>MissingAction</Code>"), "{body}");
     assert!(
@@ -410,7 +410,7 @@ async fn v1_query_requests_get_v1s_xml_error() {
     );
 
     // Unsigned, a v1 request is refused before anything else, in v1's shape too.
-    let (status, content_type, request_id, body) = post_form(&api, "/", "", &form).await;
+    let (status, content_type, request_id, body) = post_form(&api, "/", "", form).await;
     assert_eq!((status, content_type.as_str()), (403, "text/xml"), "{body}");
     assert!(
         body.contains("<Code>MissingAuthenticationToken</Code>\n    <Message>Request is missing Authentication Token</Message>"),
@@ -423,7 +423,7 @@ async fn v1_query_requests_get_v1s_xml_error() {
 
     // A form posted anywhere else is no v1 request: the v2 API's refusal, in JSON.
     let (status, content_type, _, body) =
-        post_form(&api, "/v2/email/outbound-emails", V1_AUTHORIZATION, &form).await;
+        post_form(&api, "/v2/email/outbound-emails", authorization, form).await;
     assert_eq!(
         (status, content_type.as_str()),
         (415, "application/json"),

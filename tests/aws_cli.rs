@@ -186,7 +186,12 @@ impl Aws {
 
     /// Runs a command that must succeed; its JSON output (`{}` when it prints nothing).
     fn ok(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
+        self.ok_in("sesv2", args)
+    }
+
+    /// [`Aws::ok`] for `aws SERVICE ARGS`.
+    fn ok_in(&self, service: &'static str, args: &[&str]) -> Value {
+        let out = self.run_service(service, args);
         assert_eq!(out.code, Some(0), "expected success:\n{out}");
         if out.stdout.trim().is_empty() {
             return json!({});
@@ -730,13 +735,15 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
         "NotFoundException",
         "Email identity <joe+x@example.com> does not exist.",
     );
-    // A v1 request is judged by its signature too, and refused in v1's shape.
+    // A v1 request is judged by its signature too, and answered in v1's shape.
+    let listed = signed.ok_in("ses", &["list-identities"]);
+    assert_eq!(listed["Identities"], json!([]));
     signed.fails_in(
         "ses",
-        &["send-raw-email", "--raw-message", "Data=signed"],
-        "SendRawEmail",
+        &["list-templates"],
+        "ListTemplates",
         "InvalidAction",
-        V1_INVALID_SEND_RAW_EMAIL,
+        &v1_invalid_action("ListTemplates"),
     );
     let wrong_secret = Aws {
         bin: bin.clone(),
@@ -789,13 +796,15 @@ fn with_access_keys_the_cli_must_sign_with_one_of_them() {
     );
 }
 
-/// What `aws ses send-raw-email` prints after "... SendRawEmail operation: ".
-const V1_INVALID_SEND_RAW_EMAIL: &str = "Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=SendRawEmail) is not available.";
+/// What `aws ses` prints after "... operation: " for a v1 action sesrelay does not serve.
+fn v1_invalid_action(action: &str) -> String {
+    format!("Unrecognized action: sesrelay does not serve the v1 action {action}.")
+}
 
-/// `aws ses` speaks the v1 (Query) API: its requests get v1's XML error, which it reports
-/// as SES's own, and nothing is sent.
+/// `aws ses` speaks the v1 (Query) API: an action sesrelay does not serve gets v1's XML
+/// error, which it reports as SES's own, and nothing is sent.
 #[test]
-fn v1_commands_of_the_cli_get_v1s_invalid_action() {
+fn v1_commands_sesrelay_does_not_serve_get_v1s_invalid_action() {
     let bin = aws_cli();
     let dir = tempfile::tempdir().unwrap();
     let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -820,22 +829,28 @@ fn v1_commands_of_the_cli_get_v1s_invalid_action() {
     aws.fails_in(
         "ses",
         &[
-            "send-raw-email",
-            "--raw-message",
-            "Data=From: sender@example.com",
-            "--destinations",
-            "bob@example.net",
+            "send-bounce",
+            "--original-message-id",
+            "0100-x",
+            "--bounce-sender",
+            "sender@example.com",
+            "--bounced-recipient-info-list",
+            "Recipient=bob@example.net,BounceType=DoesNotExist",
         ],
-        "SendRawEmail",
+        "SendBounce",
         "InvalidAction",
-        V1_INVALID_SEND_RAW_EMAIL,
+        &v1_invalid_action("SendBounce"),
     );
     aws.fails_in(
         "ses",
-        &["get-send-quota"],
-        "GetSendQuota",
+        &[
+            "get-identity-dkim-attributes",
+            "--identities",
+            "example.com",
+        ],
+        "GetIdentityDkimAttributes",
         "InvalidAction",
-        "Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=GetSendQuota) is not available.",
+        &v1_invalid_action("GetIdentityDkimAttributes"),
     );
     let nothing = !outbox.exists() || std::fs::read_dir(&outbox).unwrap().next().is_none();
     assert!(nothing, "a v1 request sent something");

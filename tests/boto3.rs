@@ -1,72 +1,20 @@
 //! boto3, the AWS SDK for Python, against the relay: its `sesv2` client retrying a
 //! send-email whose first attempt timed out (one delivery, one MessageId), and its `ses`
-//! (v1) client reading the v1 XML error.
+//! (v1) client reading the v1 XML error of an action sesrelay does not serve
+//! (tests/v1_api.rs has the v1 operations).
 //!
-//! The Python is `$SESRELAY_PYTHON`, else `python3` on PATH; it must have boto3 (`.ci/run`
-//! installs it in the virtual environment of the aws CLI and sets the variable). Without
-//! it these tests fail and say what to install.
+//! The Python is `$SESRELAY_PYTHON`, else `python3` on PATH, with boto3
+//! ([`common::python`]).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::python::run_python;
 use common::{Capture, Script};
 use sesrelay::config::Config;
 use sesrelay::server::Server;
 use tokio::sync::watch;
-
-/// A Python with boto3.
-fn python() -> PathBuf {
-    let python = std::env::var_os("SESRELAY_PYTHON")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let has_boto3 = std::process::Command::new(&python)
-        .args(["-c", "import boto3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        has_boto3,
-        "{} has no boto3: `pip install boto3` (in a virtual environment), then set \
-         SESRELAY_PYTHON to its python (.ci/run does this)",
-        python.display()
-    );
-    python
-}
-
-/// Runs `script` with `args`; its standard output (it must exit 0 within 60 s).
-async fn run_python(script: &str, args: &[&str]) -> String {
-    let mut cmd = tokio::process::Command::new(python());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the script ends within 60 s")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the script failed ({}):\n--- stdout:\n{stdout}\n--- stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The relay in this process, with its admin API, sending through `upstream`; the admin
 /// URL and what stops it.
@@ -146,9 +94,9 @@ async fn boto3_retrying_a_slow_send_email_delivers_once() {
     let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
 }
 
-/// boto3's ses (v1) client: send_raw_email raises ClientError; prints the error's code,
-/// message, request id and the x-amzn-RequestId header.
-const V1_SEND_RAW_EMAIL: &str = r#"
+/// boto3's ses (v1) client: list_templates (no operation of sesrelay's) raises ClientError;
+/// prints the error's code, message, request id and the x-amzn-RequestId header.
+const V1_UNKNOWN_ACTION: &str = r#"
 import sys, boto3, botocore.exceptions
 from botocore.config import Config
 client = boto3.client(
@@ -156,7 +104,7 @@ client = boto3.client(
     aws_access_key_id="AKIDBOTO3", aws_secret_access_key="boto3-secret",
     config=Config(read_timeout=10, connect_timeout=5, retries={"max_attempts": 1}))
 try:
-    client.send_raw_email(RawMessage={"Data": b"From: sender@example.com\r\nTo: bob@example.net\r\n\r\nhi\r\n"})
+    client.list_templates(MaxItems=10)
 except botocore.exceptions.ClientError as e:
     print(e.response["Error"]["Code"])
     print(e.response["Error"]["Type"])
@@ -165,14 +113,14 @@ except botocore.exceptions.ClientError as e:
     print(e.response["ResponseMetadata"]["HTTPHeaders"].get("x-amzn-requestid", ""))
     print(e.response["ResponseMetadata"]["HTTPStatusCode"])
 else:
-    sys.exit("send_raw_email did not raise")
+    sys.exit("list_templates did not raise")
 "#;
 
 #[tokio::test]
 async fn boto3_ses_client_reads_the_v1_error() {
     let upstream = Capture::start(Script::default()).await;
     let (_dir, base, stop, done) = start(&upstream.url()).await;
-    let out = run_python(V1_SEND_RAW_EMAIL, &[&base]).await;
+    let out = run_python(V1_UNKNOWN_ACTION, &[&base]).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines.get(..3),
@@ -180,7 +128,7 @@ async fn boto3_ses_client_reads_the_v1_error() {
             &[
                 "InvalidAction",
                 "Sender",
-                "Unrecognized action: sesrelay serves the SES v2 API at /v2/email/...; the v1 Query API (Action=SendRawEmail) is not available.",
+                "Unrecognized action: sesrelay does not serve the v1 action ListTemplates.",
             ][..]
         ),
         "{out}"

@@ -111,6 +111,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for ListRequest {
 }
 
 impl ListRequest {
+    /// A page of `page_size` items (1 to 1000) after `next_token`.
+    pub(super) fn new(page_size: Option<i64>, next_token: Option<String>) -> ListRequest {
+        ListRequest {
+            page_size,
+            next_token,
+        }
+    }
+
     fn from_query(query: Option<&str>) -> Result<ListRequest, ApiError> {
         let mut req = ListRequest::default();
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -130,7 +138,7 @@ impl ListRequest {
 
 /// One page of `items` (sorted by name). `NextToken` is the last name of the previous page,
 /// base64-encoded.
-fn page<'a, T>(
+pub(super) fn page<'a, T>(
     items: impl Iterator<Item = (&'a str, T)>,
     req: &ListRequest,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
@@ -225,12 +233,31 @@ pub async fn create_email_identity(
 ) -> Result<Response, ApiError> {
     let req: CreateEmailIdentityRequest = parse(&body)?;
     let name = req.email_identity.trim().to_owned();
-    let Some(kind) = IdentityKind::of(&name) else {
+    let tags = resource_tags(req.tags)?;
+    let (kind, token) =
+        add_identity(&state, &name, req.configuration_set_name.as_deref(), &tags).await?;
+    Ok(Json(json!({
+        "IdentityType": kind.ses_type(),
+        "VerifiedForSendingStatus": false,
+        "DkimAttributes": dkim_attributes(kind, false, Some(&token)),
+    }))
+    .into_response())
+}
+
+/// Adds the identity `name` (an address or a domain), pending, to the configuration file:
+/// an address is sent its verification message in the background; a domain's token is
+/// the one to publish as TXT `_amazonses.<domain>`. Its kind and token.
+pub(super) async fn add_identity(
+    state: &AdminState,
+    name: &str,
+    configuration_set: Option<&str>,
+    tags: &[(String, String)],
+) -> Result<(IdentityKind, String), ApiError> {
+    let Some(kind) = IdentityKind::of(name) else {
         return Err(ApiError::bad_request(format!(
             "Invalid email identity <{name}>."
         )));
     };
-    let tags = resource_tags(req.tags)?;
     // A domain's token goes into its TXT record; an address's is the nonce its
     // verification link must match.
     let token = new_token();
@@ -245,35 +272,25 @@ pub async fn create_email_identity(
     state
         .store
         .edit(|editor, config| {
-            if config.policy.identities.get(&name).is_some() {
+            if config.policy.identities.get(name).is_some() {
                 return Err(ApiError::already_exists(format!(
                     "Email identity <{name}> already exists."
                 )));
             }
-            if let Some(set) = &req.configuration_set_name
+            if let Some(set) = configuration_set
                 && !config.policy.configuration_sets.contains_key(set)
             {
                 return Err(ApiError::no_configuration_set(set));
             }
-            editor.add_identity(
-                &name,
-                req.configuration_set_name.as_deref(),
-                &verification,
-                &tags,
-            )
+            editor.add_identity(name, configuration_set, &verification, tags)
         })
         .await?;
     tracing::info!(identity = %name, "email identity created");
     if kind == IdentityKind::Address {
         // In the background: the answer does not wait for the upstream.
-        state.send_verification(&name, &token);
+        state.send_verification(name, &token);
     }
-    Ok(Json(json!({
-        "IdentityType": kind.ses_type(),
-        "VerifiedForSendingStatus": false,
-        "DkimAttributes": dkim_attributes(kind, false, Some(&token)),
-    }))
-    .into_response())
+    Ok((kind, token))
 }
 
 pub async fn get_email_identity(
@@ -342,16 +359,24 @@ pub async fn delete_email_identity(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    remove_identity(&state, &name).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// Removes the identity `name` from the configuration file (NotFoundException when there
+/// is none).
+pub(super) async fn remove_identity(state: &AdminState, name: &str) -> Result<(), ApiError> {
     state
         .store
         .edit(|editor, config| {
-            if config.policy.identities.get(&name).is_none() {
-                return Err(ApiError::no_identity(&name));
+            if config.policy.identities.get(name).is_none() {
+                return Err(ApiError::no_identity(name));
             }
-            editor.remove_identity(&name)
+            editor.remove_identity(name)
         })
         .await?;
-    Ok(Json(json!({})).into_response())
+    tracing::info!(identity = %name, "email identity deleted");
+    Ok(())
 }
 
 pub async fn list_email_identities(
@@ -513,7 +538,7 @@ pub async fn put_configuration_set_sending_options(
 // ---------------------------------------------------------------------------------------
 
 /// A limit as SES reports it: -1 for none.
-fn reported_limit(limit: f64) -> f64 {
+pub(super) fn reported_limit(limit: f64) -> f64 {
     if limit > 0.0 { limit } else { -1.0 }
 }
 
@@ -564,46 +589,46 @@ pub async fn put_account_sending_attributes(
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-struct Destination {
+pub(super) struct Destination {
     #[serde(default)]
-    to_addresses: Vec<String>,
+    pub(super) to_addresses: Vec<String>,
     #[serde(default)]
-    cc_addresses: Vec<String>,
+    pub(super) cc_addresses: Vec<String>,
     #[serde(default)]
-    bcc_addresses: Vec<String>,
+    pub(super) bcc_addresses: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ContentData {
-    data: String,
-    charset: Option<String>,
+pub(super) struct ContentData {
+    pub(super) data: String,
+    pub(super) charset: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-struct Body {
-    text: Option<ContentData>,
-    html: Option<ContentData>,
+pub(super) struct Body {
+    pub(super) text: Option<ContentData>,
+    pub(super) html: Option<ContentData>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct MessageHeader {
+pub(super) struct MessageHeader {
     name: String,
     value: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SimpleMessage {
-    subject: ContentData,
+pub(super) struct SimpleMessage {
+    pub(super) subject: ContentData,
     #[serde(default)]
-    body: Body,
+    pub(super) body: Body,
     #[serde(default)]
-    headers: Vec<MessageHeader>,
+    pub(super) headers: Vec<MessageHeader>,
     #[serde(default)]
-    attachments: Vec<Value>,
+    pub(super) attachments: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -756,7 +781,7 @@ fn simple_message(
     Ok(message.formatted())
 }
 
-fn refusal_error(refusal: Refusal) -> ApiError {
+pub(super) fn refusal_error(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::Rejected(rejection) => {
             let message = rejection.message();
@@ -796,134 +821,208 @@ fn refusal_error(refusal: Refusal) -> ApiError {
 }
 
 /// SendEmail. With the SDKs' `amz-sdk-invocation-id` header it is idempotent
-/// ([`idempotency`]): the first attempt of a call runs, in a task of its own so that a
-/// client giving up does not cut a delivery short (at most `detached_sends` at once);
-/// every other attempt gets its answer, waiting for it if need be.
+/// ([`once_per_call`]).
 pub async fn send_email(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let answer = match idempotency::invocation_id(&headers) {
-        None => send_once(&state, peer, &body).await,
-        Some(invocation) => {
-            let key = idempotency::key(invocation, &body).await;
-            // Replicas sharing the account share the calls too (SPEC 12); without Redis,
-            // this process remembers them.
-            if let Some(store) = state.relay.shared_store() {
-                let wait = state.relay.config().upstream.timeout + Duration::from_secs(10);
-                match idempotency::shared_claim(&store, invocation, &key, wait).await {
-                    idempotency::SharedClaim::First => {
-                        state.relay.metrics().idempotency_check("shared");
-                        let slot = Arc::clone(&state.detached_sends)
-                            .acquire_owned()
-                            .await
-                            .map_err(|_| {
-                                ApiError::internal("send-email failed inside sesrelay.")
-                            })?;
-                        let invocation = invocation.to_owned();
-                        let task = tokio::spawn(async move {
-                            let _slot = slot;
-                            let answer = send_once(&state, peer, &body).await;
-                            idempotency::shared_finish(
-                                &store,
-                                &invocation,
-                                &key,
-                                &answer,
-                                kept(&answer),
-                            )
-                            .await;
-                            answer
-                        });
-                        let answer = task.await.unwrap_or_else(|_| {
-                            Err(ApiError::internal("send-email failed inside sesrelay."))
-                        });
-                        return answer.map(|id| Json(json!({ "MessageId": id })).into_response());
-                    }
-                    idempotency::SharedClaim::Answer(answer) => {
-                        state.relay.metrics().idempotency_check("shared");
-                        tracing::info!(
-                            invocation_id = %invocation.chars().take(64).collect::<String>(),
-                            "send-email retry of a call already seen (shared): it gets the first attempt's answer"
-                        );
-                        return answer.map(|id| Json(json!({ "MessageId": id })).into_response());
-                    }
-                    idempotency::SharedClaim::Conflict => {
-                        state.relay.metrics().idempotency_check("shared");
-                        return Err(ApiError::bad_request(
-                            "The amz-sdk-invocation-id was already used for another request.",
-                        ));
-                    }
-                    idempotency::SharedClaim::Unavailable(e) => {
-                        tracing::debug!(error = %e, "Redis unavailable: send-email's idempotency kept in this process");
-                    }
-                }
-            }
-            state.relay.metrics().idempotency_check("local");
-            match state.send_email_calls.claim(key) {
-                Claim::First(pending) => {
-                    let slot = Arc::clone(&state.detached_sends)
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| ApiError::internal("send-email failed inside sesrelay."))?;
-                    let task = tokio::spawn(async move {
-                        let _slot = slot;
-                        let answer = send_once(&state, peer, &body).await;
-                        pending.finish(answer.clone(), kept(&answer));
-                        answer
-                    });
-                    task.await.unwrap_or_else(|_| {
-                        Err(ApiError::internal("send-email failed inside sesrelay."))
-                    })
-                }
-                Claim::Retry(first) => {
-                    tracing::info!(
-                        invocation_id = %invocation.chars().take(64).collect::<String>(),
-                        "send-email retry of a call already seen: it gets the first attempt's answer"
-                    );
-                    first.wait().await.unwrap_or_else(|| {
-                        Err(ApiError::service_unavailable(
-                            "The first attempt of this call ended without an answer; try again.",
-                        ))
-                    })
-                }
-            }
-        }
-    };
-    answer.map(|id| Json(json!({ "MessageId": id })).into_response())
+    once_per_call(
+        state,
+        peer,
+        &headers,
+        body,
+        |state, peer, body| async move { send_once(&state, peer, &body).await },
+    )
+    .await
+    .map(|id| Json(json!({ "MessageId": id })).into_response())
 }
 
-/// Whether a send-email answer is kept for the call's later attempts: all but the
-/// retryable failures (5xx, and 429 throttling), so that a retry after a transient
-/// failure sends for real.
-fn kept(answer: &Result<String, ApiError>) -> bool {
-    match answer {
-        Ok(_) => true,
-        Err(e) => {
-            !(e.status.is_server_error() || e.status == axum::http::StatusCode::TOO_MANY_REQUESTS)
+/// Runs the send `send` once per call: with the SDKs' `amz-sdk-invocation-id` header
+/// ([`idempotency`]), the first attempt of a call runs, in a task of its own so that a
+/// client giving up does not cut a delivery short (at most `detached_sends` at once);
+/// every other attempt gets its answer, waiting for it if need be. The call is the
+/// invocation id with the body, so v1's form and v2's JSON never share an answer.
+pub(super) async fn once_per_call<F, Fut>(
+    state: AdminState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Bytes,
+    send: F,
+) -> Result<String, ApiError>
+where
+    F: FnOnce(AdminState, SocketAddr, Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<String, ApiError>> + Send + 'static,
+{
+    let Some(invocation) = idempotency::invocation_id(headers) else {
+        return send(state, peer, body).await;
+    };
+    let key = idempotency::key(invocation, &body).await;
+    // Replicas sharing the account share the calls too (SPEC 12); without Redis, this
+    // process remembers them.
+    if let Some(store) = state.relay.shared_store() {
+        let wait = state.relay.config().upstream.timeout + Duration::from_secs(10);
+        match idempotency::shared_claim(&store, invocation, &key, wait).await {
+            idempotency::SharedClaim::First => {
+                state.relay.metrics().idempotency_check("shared");
+                let slot = Arc::clone(&state.detached_sends)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ApiError::internal("The send failed inside sesrelay."))?;
+                let invocation = invocation.to_owned();
+                let task = tokio::spawn(async move {
+                    let _slot = slot;
+                    let answer = send(state, peer, body).await;
+                    let keep = kept(&answer);
+                    idempotency::shared_finish(&store, &invocation, &key, &answer, keep).await;
+                    answer
+                });
+                return task.await.unwrap_or_else(|_| {
+                    Err(ApiError::internal("The send failed inside sesrelay."))
+                });
+            }
+            idempotency::SharedClaim::Answer(answer) => {
+                state.relay.metrics().idempotency_check("shared");
+                tracing::info!(
+                    invocation_id = %invocation.chars().take(64).collect::<String>(),
+                    "send retry of a call already seen (on Redis): it gets the first attempt's answer"
+                );
+                return answer;
+            }
+            idempotency::SharedClaim::Conflict => {
+                state.relay.metrics().idempotency_check("shared");
+                return Err(ApiError::bad_request(
+                    "The amz-sdk-invocation-id was already used for another request.",
+                ));
+            }
+            idempotency::SharedClaim::Unavailable(e) => {
+                tracing::debug!(error = %e, "Redis unavailable: the call's idempotency is kept in this process");
+            }
+        }
+    }
+    state.relay.metrics().idempotency_check("local");
+    match state.send_email_calls.claim(key) {
+        Claim::First(pending) => {
+            let slot = Arc::clone(&state.detached_sends)
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::internal("The send failed inside sesrelay."))?;
+            let task = tokio::spawn(async move {
+                let _slot = slot;
+                let answer = send(state, peer, body).await;
+                pending.finish(answer.clone(), kept(&answer));
+                answer
+            });
+            task.await
+                .unwrap_or_else(|_| Err(ApiError::internal("The send failed inside sesrelay.")))
+        }
+        Claim::Retry(first) => {
+            tracing::info!(
+                invocation_id = %invocation.chars().take(64).collect::<String>(),
+                "send retry of a call already seen: it gets the first attempt's answer"
+            );
+            first.wait().await.unwrap_or_else(|| {
+                Err(ApiError::service_unavailable(
+                    "The first attempt of this call ended without an answer; try again.",
+                ))
+            })
         }
     }
 }
 
-/// One send: the request read, checked and submitted; the MessageId or the error.
+/// Whether a send's answer is kept for the call's later attempts: all but the retryable
+/// failures (5xx, and throttling: v2's 429, v1's `Throttling`), so that a retry after a
+/// transient failure sends for real.
+fn kept(answer: &Result<String, ApiError>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(e) => {
+            !(e.status.is_server_error()
+                || e.status == axum::http::StatusCode::TOO_MANY_REQUESTS
+                || e.code == "Throttling")
+        }
+    }
+}
+
+/// What a send is made of, whichever API it came through (v2's SendEmail, v1's SendEmail
+/// and SendRawEmail).
+pub(super) struct Outgoing {
+    /// The sender (`Name <addr>` or `addr`): the envelope sender and a Simple message's
+    /// From; without it, the message's From.
+    pub(super) from: Option<String>,
+    /// The envelope; empty: the message's To, Cc and Bcc.
+    pub(super) destination: Destination,
+    pub(super) reply_to: Vec<String>,
+    pub(super) content: Content,
+    /// Tags given beside the message: used instead of the header's.
+    pub(super) tags: Option<Vec<(String, String)>>,
+    /// A set given beside the message: it overrides the header.
+    pub(super) configuration_set: Option<String>,
+}
+
+/// A message as a caller gives it.
+pub(super) enum Content {
+    /// Subject and bodies, made into a MIME message here.
+    Simple(SimpleMessage),
+    /// The whole message, decoded from base64.
+    Raw(Vec<u8>),
+}
+
+/// One v2 send: the request read, checked and submitted; the MessageId or the error.
 async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result<String, ApiError> {
     let req: SendEmailRequest = parse(body)?;
+    let content = match (req.content.simple, req.content.raw, req.content.template) {
+        (Some(simple), None, None) => Content::Simple(simple),
+        (None, Some(raw), None) => Content::Raw(
+            STANDARD
+                .decode(raw.data.trim())
+                .map_err(|_| ApiError::bad_request("Content.Raw.Data is not valid base64."))?,
+        ),
+        (None, None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Content.Template is not supported by sesrelay; send Simple or Raw content.",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "Content must hold exactly one of Simple, Raw and Template.",
+            ));
+        }
+    };
+    let send = Outgoing {
+        from: req.from_email_address,
+        destination: req.destination.unwrap_or_default(),
+        reply_to: req.reply_to_addresses,
+        content,
+        tags: req
+            .email_tags
+            .map(|tags| tags.into_iter().map(|t| (t.name, t.value)).collect()),
+        configuration_set: req.configuration_set_name,
+    };
+    submit_send(state, peer, send, refusal_error).await
+}
+
+/// A send checked and submitted through the relay's policy path ([`crate::relay::Relay::submit`]),
+/// as SMTP's are; the MessageId, or the error: the input's as BadRequestException, the
+/// relay's refusals as `refused` names them for the caller's API.
+pub(super) async fn submit_send(
+    state: &AdminState,
+    peer: SocketAddr,
+    send: Outgoing,
+    refused: fn(Refusal) -> ApiError,
+) -> Result<String, ApiError> {
     let config = state.relay.config();
-    let destination = req.destination.unwrap_or_default();
-    let from = req
-        .from_email_address
-        .as_deref()
-        .map(address_of)
-        .transpose()?;
+    let destination = send.destination;
+    let from = send.from.as_deref().map(address_of).transpose()?;
     // A Simple message names its id in its Message-ID, as SES's do: the id is chosen here.
     let mut id = None;
     let mut simple_parts = None;
-    let content = match (req.content.simple, req.content.raw, req.content.template) {
-        (Some(simple), None, None) => {
+    let content = match send.content {
+        Content::Simple(simple) => {
             let Some((mailbox, _)) = &from else {
                 return Err(ApiError::bad_request(
-                    "FromEmailAddress is required with Content.Simple.",
+                    "A sender (FromEmailAddress, Source) is required with a Simple message.",
                 ));
             };
             let chosen = id.insert(crate::relay::new_message_id(&config.server.region));
@@ -942,30 +1041,9 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
                 cc_addresses: destination.cc_addresses.clone(),
                 bcc_addresses: destination.bcc_addresses.clone(),
             });
-            simple_message(
-                chosen,
-                mailbox,
-                &destination,
-                &req.reply_to_addresses,
-                simple,
-            )?
+            simple_message(chosen, mailbox, &destination, &send.reply_to, simple)?
         }
-        (None, Some(raw), None) => {
-            let bytes = STANDARD
-                .decode(raw.data.trim())
-                .map_err(|_| ApiError::bad_request("Content.Raw.Data is not valid base64."))?;
-            crate::message::crlf_line_endings(bytes)
-        }
-        (None, None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "Content.Template is not supported by sesrelay; send Simple or Raw content.",
-            ));
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "Content must hold exactly one of Simple, Raw and Template.",
-            ));
-        }
+        Content::Raw(bytes) => crate::message::crlf_line_endings(bytes),
     };
     if content.len() > config.server.max_message_size {
         return Err(ApiError::message_rejected("Message too long."));
@@ -1003,9 +1081,6 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
     for address in &rcpt_to {
         checked_address(address)?;
     }
-    let tags = req
-        .email_tags
-        .map(|tags| tags.into_iter().map(|t| (t.name, t.value)).collect());
     let submission = Submission {
         id,
         peer: peer.ip(),
@@ -1016,11 +1091,11 @@ async fn send_once(state: &AdminState, peer: SocketAddr, body: &Bytes) -> Result
         mail_from,
         rcpt_to,
         message,
-        configuration_set: req.configuration_set_name,
-        tags,
+        configuration_set: send.configuration_set,
+        tags: send.tags,
         simple: simple_parts,
     };
-    state.relay.submit(submission).await.map_err(refusal_error)
+    state.relay.submit(submission).await.map_err(refused)
 }
 
 // ---------------------------------------------------------------------------------------

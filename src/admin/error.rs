@@ -2,6 +2,8 @@
 //! The aws CLI prints `An error occurred (<Code>) when calling the <Operation> operation:
 //! <message>`.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -9,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    /// SES's error code; owned when the error was read back from elsewhere (the shared
+    /// idempotency store).
+    pub code: Cow<'static, str>,
     pub message: String,
 }
 
@@ -17,7 +21,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
         }
     }
@@ -87,28 +91,18 @@ impl ApiError {
     }
 }
 
-/// Every code an [`ApiError`] is made with: an answer kept elsewhere (the shared
-/// idempotency store) names its code by text and gets it back from this list.
-const CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AlreadyExistsException",
-    "BadRequestException",
-    "InternalFailure",
-    "LimitExceededException",
-    "MessageRejected",
-    "NotFoundException",
-    "SendingPausedException",
-    "ServiceUnavailable",
-    "TooManyRequestsException",
-];
-
 impl ApiError {
     /// An error kept as text (status, code, message), made an `ApiError` again; `None` for
-    /// a status or code that no `ApiError` has.
+    /// a status that is not an error's or a code that is not a word.
     pub fn from_parts(status: u16, code: &str, message: &str) -> Option<ApiError> {
         let status = StatusCode::from_u16(status).ok()?;
-        let code = CODES.iter().find(|c| **c == code)?;
-        Some(ApiError::new(status, code, message))
+        let word =
+            !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric());
+        (word && (status.is_client_error() || status.is_server_error())).then(|| ApiError {
+            status,
+            code: Cow::Owned(code.to_owned()),
+            message: message.to_owned(),
+        })
     }
 }
 
@@ -116,9 +110,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "message": self.message, "__type": self.code });
         let mut response = (self.status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
+        response.headers_mut().insert(
+            "x-amzn-ErrorType",
+            HeaderValue::from_str(&self.code)
+                .unwrap_or(HeaderValue::from_static("InternalFailure")),
+        );
         response
     }
 }

@@ -401,7 +401,7 @@ pub async fn shared_finish(
             Err(e) => StoredAnswer {
                 status: e.status.as_u16(),
                 message_id: None,
-                code: Some(e.code.to_owned()),
+                code: Some(e.code.to_string()),
                 message: Some(e.message.clone()),
             },
         };

@@ -390,8 +390,8 @@ async fn api_disabled() -> ApiError {
 }
 
 /// Counts every request but the probe routes' and the pages' in `sesrelay_api_requests_total`, by SES
-/// operation ([`crate::metrics::api_operation`]) and status, refusals by `guard` and
-/// `authorize` included.
+/// operation ([`crate::metrics::api_operation`], or the v1 action a handler answered,
+/// [`v1::Operation`]) and status, refusals by `guard` and `authorize` included.
 async fn count_requests(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz/live" | "/healthz/ready" | "/metrics")
@@ -401,6 +401,11 @@ async fn count_requests(State(state): State<AdminState>, request: Request, next:
     }
     let operation = crate::metrics::api_operation(request.method(), path);
     let response = next.run(request).await;
+    // A v1 request names its action in its body: the handler tells it.
+    let operation = response
+        .extensions()
+        .get::<v1::Operation>()
+        .map_or(operation, |v1| v1.0);
     state
         .relay
         .metrics()
@@ -740,6 +745,20 @@ async fn authorize(
             return refuse(ApiError::access_denied(
                 "sesrelay serves its API to loopback clients only; configure [admin] access_keys to sign requests from elsewhere.",
             ));
+        }
+        // A v1 request is a form post, which any web page can send cross-site without a
+        // preflight: loopback is no defence, so it must carry a SigV4 Authorization
+        // header, well-formed (any credentials) even without keys (SPEC 11).
+        if v1_query {
+            let checked = match sigv4::check_head_any_key(&head, "ses", now) {
+                Err(sigv4::SigV4Error::WrongService { .. }) => {
+                    sigv4::check_head_any_key(&head, "email", now)
+                }
+                other => other,
+            };
+            if let Err(e) = checked {
+                return refuse(signature_refused(peer, &e));
+            }
         }
         None
     } else {

@@ -202,6 +202,30 @@ pub fn check_head<'r, 'k>(
     keys: &'k [AccessKey],
     now: SystemTime,
 ) -> Result<CheckedHead<'r, 'k>, SigV4Error> {
+    check_head_with(head, service, Some(keys), now)
+}
+
+/// [`check_head`] for a listener without access keys, where any credentials are taken:
+/// the `Authorization` header must still be there and well-formed (the algorithm, a
+/// `Credential` scoped to `service`, `SignedHeaders` with `host`, a `Signature` of 64 hex
+/// digits), dated within 15 minutes, its payload signed; the key and the signature itself
+/// are not checked. A cross-site form post cannot carry such a header (it is no header a
+/// browser lets a page set without a preflight).
+pub fn check_head_any_key(
+    head: &RequestHead<'_>,
+    service: &str,
+    now: SystemTime,
+) -> Result<(), SigV4Error> {
+    check_head_with(head, service, None, now).map(|_| ())
+}
+
+/// [`check_head`], the key looked up in `keys` when given.
+fn check_head_with<'r, 'k>(
+    head: &'r RequestHead<'r>,
+    service: &str,
+    keys: Option<&'k [AccessKey]>,
+    now: SystemTime,
+) -> Result<CheckedHead<'r, 'k>, SigV4Error> {
     let mut auth_values = head
         .headers
         .get_all(axum::http::header::AUTHORIZATION)
@@ -331,10 +355,27 @@ pub fn check_head<'r, 'k>(
         ));
     }
 
-    let candidates: Vec<&AccessKey> = keys.iter().filter(|key| key.id == key_id).collect();
-    if candidates.is_empty() {
-        return Err(SigV4Error::UnrecognizedClient);
-    }
+    let candidates: Vec<&AccessKey> = match keys {
+        Some(keys) => {
+            let candidates: Vec<&AccessKey> = keys.iter().filter(|key| key.id == key_id).collect();
+            if candidates.is_empty() {
+                return Err(SigV4Error::UnrecognizedClient);
+            }
+            candidates
+        }
+        None => {
+            if key_id.is_empty() {
+                return Err(SigV4Error::UnrecognizedClient);
+            }
+            if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(SigV4Error::IncompleteSignature(format!(
+                    "The Signature must be 64 hexadecimal digits, not '{}'.",
+                    echo(signature)
+                )));
+            }
+            Vec::new()
+        }
+    };
 
     check_clock_skew(request_secs, &amz_date, now)?;
     let claimed_payload_hash = claimed_payload_hash(head.headers)?;
@@ -1083,6 +1124,60 @@ mod tests {
                 signed_at(),
             );
             assert_eq!(got, Err(SigV4Error::UnrecognizedClient), "{name}");
+        }
+    }
+
+    #[test]
+    fn any_key_takes_well_formed_heads_only() {
+        for (name, v) in all_vectors() {
+            let headers = header_map(v.headers);
+            let head = RequestHead {
+                method: &v.method,
+                path: v.path,
+                query: v.query,
+                headers: &headers,
+            };
+            assert_eq!(
+                check_head_any_key(&head, "ses", signed_at()),
+                Ok(()),
+                "{name}"
+            );
+            assert!(matches!(
+                check_head_any_key(&head, "email", signed_at()),
+                Err(SigV4Error::WrongService { .. })
+            ));
+            assert!(matches!(
+                check_head_any_key(&head, "ses", at(SIGNED_AT + 3600)),
+                Err(SigV4Error::SignatureExpired { .. })
+            ));
+            // A signature that is not 64 hex digits, and no Authorization at all.
+            let mut bad = headers.clone();
+            let auth = headers[axum::http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let cut = auth.rsplit_once("Signature=").unwrap().0.to_owned() + "Signature=xyz";
+            bad.insert(
+                axum::http::header::AUTHORIZATION,
+                HeaderValue::from_str(&cut).unwrap(),
+            );
+            let head_bad = RequestHead {
+                headers: &bad,
+                ..head
+            };
+            assert!(matches!(
+                check_head_any_key(&head_bad, "ses", signed_at()),
+                Err(SigV4Error::IncompleteSignature(_))
+            ));
+            bad.remove(axum::http::header::AUTHORIZATION);
+            let head_none = RequestHead {
+                headers: &bad,
+                ..head
+            };
+            assert_eq!(
+                check_head_any_key(&head_none, "ses", signed_at()),
+                Err(SigV4Error::MissingAuthenticationToken)
+            );
         }
     }
 

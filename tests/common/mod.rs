@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod events;
 pub mod peers;
+pub mod python;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -486,4 +487,31 @@ pub fn header(content: &[u8], name: &str) -> Vec<String> {
         .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
         .map(|l| l[prefix.len()..].trim().to_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// SES v1 (Query) requests made by hand.
+// ---------------------------------------------------------------------------------------
+
+/// A well-formed SigV4 head for a v1 request made by hand, dated now: the `Authorization`
+/// and `X-Amz-Date` values. Without `[admin] access_keys` the listener takes any such
+/// credentials (it checks the form and the date, not the signature).
+pub fn v1_authorization() -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let amz_date = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{}/us-east-1/ses/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, Signature={}",
+        &amz_date[..8],
+        "0".repeat(64)
+    );
+    (authorization, amz_date)
 }
