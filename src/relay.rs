@@ -462,8 +462,6 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
     }
 }
 
-/// The SMTP reply for a delivery that did not happen: the upstream's own refusal passes
-/// through (4xx stays 4xx); everything else gets sesrelay's reply for its kind.
 /// What one submission adds to the send statistics ([`crate::statistics`]).
 fn statistics_counts(recipients: &[String], result: &Result<String, Refusal>) -> Counts {
     let all = recipients.len() as u64;
@@ -498,6 +496,8 @@ fn statistics_counts(recipients: &[String], result: &Result<String, Refusal>) ->
     }
 }
 
+/// The SMTP reply for a delivery that did not happen: the upstream's own refusal passes
+/// through (4xx stays 4xx); everything else gets sesrelay's reply for its kind.
 pub fn delivery_reply(e: &DeliveryError) -> Reply {
     match e {
         DeliveryError::Refused { code, text } => Reply::relayed(*code, text),
