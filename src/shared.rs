@@ -253,11 +253,6 @@ impl SharedStore {
         result
     }
 
-    /// Whether the last call failed (and the breaker has not been closed by a success).
-    pub fn is_degraded(&self) -> bool {
-        self.lock_breaker().failures > 0
-    }
-
     async fn run_script(
         &self,
         op: &str,
