@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::aws::{Cli, aws_cli};
+use common::aws::Cli;
 use common::events::{
     ALL_TYPES, Answer, EventsRelay, Receiver, add_destination, destination, read_lines, sns, types,
     validate_eventbridge, validate_record, validate_sns, wait_for_lines,
@@ -912,10 +912,7 @@ async fn the_aws_cli_creates_a_destination_and_swaks_mail_reaches_it() {
         receiver.url("/ses")
     );
     let relay = EventsRelay::start(&config, |_, _| {}).await;
-    let cli = Cli {
-        bin: aws_cli(),
-        endpoint: format!("http://{}", relay.admin),
-    };
+    let cli = Cli::sesv2(format!("http://{}", relay.admin));
     cli.ok(&[
         "create-configuration-set-event-destination",
         "--configuration-set-name",

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 mod common;
 
-use common::aws::{Cli, aws_cli};
+use common::aws::Cli;
 
 const CONFIG: &str = r#"# The operator's comment.
 [server]
@@ -872,15 +872,8 @@ async fn a_corrupt_list_stops_the_start_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cli_manages_the_suppression_list() {
-    let cli = Cli {
-        bin: aws_cli(),
-        endpoint: String::new(),
-    };
     let api = Api::start().await;
-    let cli = Cli {
-        endpoint: api.base.clone(),
-        ..cli
-    };
+    let cli = Cli::sesv2(api.base.clone());
 
     let before = now_seconds();
     for (address, reason) in [

@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::aws::Cli;
 use common::python::run_python;
 use common::{Capture, Captured, Script, Served};
 use serde_json::{Value, json};
@@ -506,89 +506,11 @@ print(json.dumps(out))
 // The aws CLI.
 // ---------------------------------------------------------------------------------------
 
-struct CliOut {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// `aws ses --endpoint-url ENDPOINT ARGS`, with nothing of the user's AWS setup.
-async fn aws_ses(endpoint: &str, args: &[&str]) -> CliOut {
-    let bin = common::aws::aws_cli();
-    let mut cmd = tokio::process::Command::new(bin);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIexample")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_DEFAULT_OUTPUT", "json")
-        .env("AWS_PAGER", "")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .args([
-            "ses",
-            "--endpoint-url",
-            endpoint,
-            "--cli-read-timeout",
-            "10",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the aws CLI ends within 60 s")
-        .expect("the aws CLI runs");
-    CliOut {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn aws_ok(endpoint: &str, args: &[&str]) -> Value {
-    let out = aws_ses(endpoint, args).await;
-    assert_eq!(
-        out.code,
-        Some(0),
-        "aws ses {args:?}\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    if out.stdout.trim().is_empty() {
-        return json!({});
-    }
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout))
-}
-
-async fn aws_fails(endpoint: &str, args: &[&str], operation: &str, code: &str, message: &str) {
-    let out = aws_ses(endpoint, args).await;
-    assert!(
-        matches!(out.code, Some(254 | 255)),
-        "aws ses {args:?}: {:?}\n{}\n{}",
-        out.code,
-        out.stdout,
-        out.stderr
-    );
-    let expected =
-        format!("An error occurred ({code}) when calling the {operation} operation: {message}");
-    assert!(
-        out.stderr.contains(&expected),
-        "expected {expected:?} in:\n{}",
-        out.stderr
-    );
-}
-
 #[tokio::test]
 async fn the_aws_cli_speaks_v1() {
     let setup = Setup::start("max_24_hour_send = 100").await;
     let base = setup.base();
+    let cli = Cli::ses(base.clone());
     let dir = tempfile::tempdir().unwrap();
     let message = dir.path().join("message.json");
     std::fs::write(
@@ -600,9 +522,8 @@ async fn the_aws_cli_speaks_v1() {
     )
     .unwrap();
     let raw_arg = format!("file://{}", message.display());
-    let sent = aws_ok(
-        &base,
-        &[
+    let sent = cli
+        .ok(&[
             "send-raw-email",
             "--raw-message",
             &raw_arg,
@@ -610,16 +531,14 @@ async fn the_aws_cli_speaks_v1() {
             "marketing",
             "--tags",
             "Name=via,Value=cli",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         is_ses_message_id(sent["MessageId"].as_str().unwrap()),
         "{sent}"
     );
-    let sent = aws_ok(
-        &base,
-        &[
+    let sent = cli
+        .ok(&[
             "send-email",
             "--from",
             "joe@example.com",
@@ -629,9 +548,8 @@ async fn the_aws_cli_speaks_v1() {
             "simple from the CLI",
             "--text",
             "text part",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         is_ses_message_id(sent["MessageId"].as_str().unwrap()),
         "{sent}"
@@ -652,12 +570,10 @@ async fn the_aws_cli_speaks_v1() {
     assert!(text(simple).contains("text part"));
 
     assert_eq!(
-        aws_ok(&base, &["get-send-quota"]).await,
+        cli.ok(&["get-send-quota"]).await,
         json!({"Max24HourSend": 100.0, "MaxSendRate": -1.0, "SentLast24Hours": 2.0})
     );
-    aws_fails(
-        &base,
-        &[
+    cli.fails(&[
             "send-email",
             "--from",
             "someone@elsewhere.test",
@@ -674,35 +590,34 @@ async fn the_aws_cli_speaks_v1() {
     )
     .await;
 
-    aws_ok(
-        &base,
-        &[
-            "verify-email-identity",
-            "--email-address",
-            "cli@example.org",
-        ],
-    )
+    cli.ok(&[
+        "verify-email-identity",
+        "--email-address",
+        "cli@example.org",
+    ])
     .await;
-    let token = aws_ok(&base, &["verify-domain-identity", "--domain", "cli.test"]).await;
+    let token = cli
+        .ok(&["verify-domain-identity", "--domain", "cli.test"])
+        .await;
     assert!(
         token["VerificationToken"]
             .as_str()
             .is_some_and(|t| !t.is_empty())
     );
     assert_eq!(
-        aws_ok(&base, &["list-identities", "--identity-type", "Domain"]).await,
+        cli.ok(&["list-identities", "--identity-type", "Domain"])
+            .await,
         json!({"Identities": ["cli.test", "example.com", "quiet.example.com"]})
     );
-    aws_ok(&base, &["delete-identity", "--identity", "cli.test"]).await;
+    cli.ok(&["delete-identity", "--identity", "cli.test"]).await;
     let file = std::fs::read_to_string(&setup.file).unwrap();
     assert!(file.contains("cli@example.org"), "{file}");
     assert!(!file.contains("cli.test"), "{file}");
     assert_eq!(
-        aws_ok(&base, &["list-configuration-sets"]).await["ConfigurationSets"],
+        cli.ok(&["list-configuration-sets"]).await["ConfigurationSets"],
         json!([{"Name": "marketing"}, {"Name": "paused"}, {"Name": "transactional"}])
     );
-    aws_fails(
-        &base,
+    cli.fails(
         &[
             "describe-configuration-set",
             "--configuration-set-name",

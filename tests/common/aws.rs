@@ -33,24 +33,34 @@ pub struct CliOut {
     pub args: String,
 }
 
-/// `aws sesv2 --endpoint-url ENDPOINT ARGS`, with nothing of the user's AWS setup.
-pub fn aws(bin: &Path, endpoint: &str, args: &[&str]) -> CliOut {
+/// `aws SERVICE --endpoint-url ENDPOINT ARGS` (`sesv2`, or `ses` for the v1 API), with
+/// nothing of the user's AWS setup; with `single_attempt`, botocore does not retry.
+pub fn aws(
+    bin: &Path,
+    service: &str,
+    endpoint: &str,
+    args: &[&str],
+    single_attempt: bool,
+) -> CliOut {
     let mut cmd = Command::new(bin);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AWS_") {
             cmd.env_remove(name);
         }
     }
-    let out = cmd
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
         .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIexample")
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_DEFAULT_OUTPUT", "json")
         .env("AWS_PAGER", "")
         .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    if single_attempt {
+        cmd.env("AWS_MAX_ATTEMPTS", "1");
+    }
+    let out = cmd
         .args([
-            "sesv2",
+            service,
             "--endpoint-url",
             endpoint,
             "--cli-read-timeout",
@@ -64,22 +74,47 @@ pub fn aws(bin: &Path, endpoint: &str, args: &[&str]) -> CliOut {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        args: args.join(" "),
+        args: format!("{service} {}", args.join(" ")),
     }
 }
 
+/// The aws CLI pointed at one endpoint, for one service.
 pub struct Cli {
     pub bin: PathBuf,
     pub endpoint: String,
+    /// `sesv2`, or `ses` (the v1 API).
+    pub service: &'static str,
+    /// No retries by botocore (an error is seen as the first attempt got it).
+    pub single_attempt: bool,
 }
 
 impl Cli {
+    /// `aws sesv2` at `endpoint`, retrying as botocore does.
+    pub fn sesv2(endpoint: impl Into<String>) -> Cli {
+        Cli {
+            bin: aws_cli(),
+            endpoint: endpoint.into(),
+            service: "sesv2",
+            single_attempt: false,
+        }
+    }
+
+    /// `aws ses` (the v1 API) at `endpoint`, one attempt per call.
+    pub fn ses(endpoint: impl Into<String>) -> Cli {
+        Cli {
+            service: "ses",
+            single_attempt: true,
+            ..Cli::sesv2(endpoint)
+        }
+    }
+
     pub async fn run(&self, args: &[&str]) -> CliOut {
         let (bin, endpoint) = (self.bin.clone(), self.endpoint.clone());
+        let (service, single_attempt) = (self.service, self.single_attempt);
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            aws(&bin, &endpoint, &args)
+            aws(&bin, service, &endpoint, &args, single_attempt)
         })
         .await
         .unwrap()
@@ -90,7 +125,7 @@ impl Cli {
         assert_eq!(
             out.code,
             Some(0),
-            "aws sesv2 {}\n{}\n{}",
+            "aws {}\n{}\n{}",
             out.args,
             out.stdout,
             out.stderr
@@ -106,7 +141,7 @@ impl Cli {
         let out = self.run(args).await;
         assert!(
             matches!(out.code, Some(254 | 255)),
-            "aws sesv2 {}: {:?}\n{}\n{}",
+            "aws {}: {:?}\n{}\n{}",
             out.args,
             out.code,
             out.stdout,
