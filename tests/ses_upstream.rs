@@ -149,6 +149,19 @@ fn is_ses_form(id: &str) -> bool {
             .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// One message from joe@example.com to ann@customer.example through `relay`, on a
+/// connection of its own: the final reply.
+async fn send_one(relay: &RelayProcess) -> String {
+    let mut client = Client::ready(relay.smtp_addr()).await;
+    client
+        .mail(
+            "joe@example.com",
+            &["ann@customer.example"],
+            &message("joe@example.com", "ann@customer.example", ""),
+        )
+        .await
+}
+
 async fn get(addr: SocketAddr, path: &str) -> u16 {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -272,14 +285,7 @@ async fn a_wrong_secret_is_refused_and_nothing_is_delivered() {
     // The readiness check signs a GetAccount: the double refuses the signature.
     assert_eq!(get(relay.admin.unwrap(), "/healthz/ready").await, 503);
 
-    let mut client = Client::ready(relay.smtp_addr()).await;
-    let reply = client
-        .mail(
-            "joe@example.com",
-            &["ann@customer.example"],
-            &message("joe@example.com", "ann@customer.example", ""),
-        )
-        .await;
+    let reply = send_one(&relay).await;
     assert_eq!(reply, "451 4.4.1 Upstream unavailable, try again later");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(capture.messages().is_empty());
@@ -564,14 +570,7 @@ async fn credentials_from_a_named_profile() {
         &[],
     );
     wait_for_status(relay.admin.unwrap(), "/healthz/ready", 200).await;
-    let mut client = Client::ready(relay.smtp_addr()).await;
-    let reply = client
-        .mail(
-            "joe@example.com",
-            &["ann@customer.example"],
-            &message("joe@example.com", "ann@customer.example", ""),
-        )
-        .await;
+    let reply = send_one(&relay).await;
     assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
     assert_eq!(capture.wait_for(1).await.len(), 1);
 }
@@ -630,14 +629,7 @@ async fn an_assumed_role_signs_the_sends() {
             ("AWS_ENDPOINT_URL_STS", &sts_url),
         ],
     );
-    let mut client = Client::ready(relay.smtp_addr()).await;
-    let reply = client
-        .mail(
-            "joe@example.com",
-            &["ann@customer.example"],
-            &message("joe@example.com", "ann@customer.example", ""),
-        )
-        .await;
+    let reply = send_one(&relay).await;
     assert!(reply.starts_with("250 2.0.0 Ok "), "{reply}");
     assert_eq!(capture.wait_for(1).await.len(), 1);
     let calls = calls.lock().unwrap().clone();

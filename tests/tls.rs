@@ -449,11 +449,11 @@ fn the_cert_command_writes_a_pair_that_loads() {
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
-    assert!(
-        std::fs::read_to_string(&key)
-            .unwrap()
-            .starts_with("-----BEGIN PRIVATE KEY-----")
-    );
+    // The key is PEM PKCS#8 (the file the command wrote in this test's directory).
+    {
+        use pki_types::pem::PemObject as _;
+        pki_types::PrivatePkcs8KeyDer::from_pem_file(&key).expect("a PKCS#8 key in PEM");
+    }
     sesrelay::tls::server_config(&cert, &key).expect("the pair serves");
     // An existing pair is kept unless --force.
     let again = run(&[]);
