@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::account::{Quotas, Reservation, Throttle};
 use crate::capture::{self, CaptureStore, EventLog, NewCapture, SetSource, SimpleParts};
-use crate::config::{Config, ConfigError, OnUnavailable};
+use crate::config::{AccountLimits, Config, ConfigError, OnUnavailable};
 use crate::events::{self, BounceKind, Emitter, Publisher};
 use crate::health::{self, Health, Readiness};
 use crate::message::{self, Message, Rewrite, Trace};
@@ -327,13 +327,15 @@ impl Relay {
     /// shared, else (or when Redis does not answer and `on_unavailable` says so) here.
     async fn reserve(&self, snapshot: &Snapshot, recipients: u64) -> Result<Hold, Refusal> {
         let limits = &snapshot.config.account;
+        let here = |limits: &AccountLimits| {
+            self.quotas
+                .reserve(limits, recipients)
+                .map(Hold::Local)
+                .map_err(Refusal::Throttled)
+        };
         let Some(store) = &snapshot.shared else {
             self.metrics.account_check("local");
-            return Ok(Hold::Local(
-                self.quotas
-                    .reserve(limits, recipients)
-                    .map_err(Refusal::Throttled)?,
-            ));
+            return here(limits);
         };
         if recipients == 0 {
             return Ok(Hold::Uncounted);
@@ -355,12 +357,7 @@ impl Relay {
                 OnUnavailable::Local => {
                     self.metrics.account_check("local_share");
                     tracing::debug!(error = %e, "Redis unavailable: this replica's share of the limits");
-                    let share = limits.share(store.settings.replicas);
-                    Ok(Hold::Local(
-                        self.quotas
-                            .reserve(&share, recipients)
-                            .map_err(Refusal::Throttled)?,
-                    ))
+                    here(&limits.share(store.settings.replicas))
                 }
                 OnUnavailable::Closed => {
                     self.metrics.account_check("closed");
